@@ -1,0 +1,83 @@
+// gram: the Gram matrix of a feature map and its gradient.
+//
+// The feature map F is channels-last: `positions` rows (height * width) of `channels` values.
+// forward:  gram[i, j] = scale * sum_p F[p, i] * F[p, j]   (a channels x channels matrix).
+//           The normaliser is params.scale; nst uses scale = 1 / (height * width), so the Gram matrix is
+//           the mean over positions of the channel outer products and does not grow with image size.
+//           The sum runs in blocks of 64 positions added into a running total, which keeps the rounding
+//           error near sqrt(blocks) instead of growing with the number of positions. Writes `=`.
+// backward: grad_features[p, i] = scale * sum_j (grad_gram[i, j] + grad_gram[j, i]) * F[p, j].
+//           Writes `=`, or `+=` when params.accumulate != 0 (a style layer's features also feed the
+//           next convolution, whose input gradient is summed with this one).
+//
+// Bindings (group 0):
+//   0 params          uniform
+//   1 features        read        forward, backward
+//   2 gram            read_write  forward
+//   3 grad_gram       read        backward
+//   4 grad_features   read_write  backward
+
+struct Params {
+    positions: u32,
+    channels: u32,
+    accumulate: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> features: array<f32>;
+@group(0) @binding(2) var<storage, read_write> gram: array<f32>;
+@group(0) @binding(3) var<storage, read> grad_gram: array<f32>;
+@group(0) @binding(4) var<storage, read_write> grad_features: array<f32>;
+
+const WORKGROUP: u32 = 64u;
+const BLOCK: u32 = 64u;
+
+@compute @workgroup_size(64)
+fn forward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let index = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
+    let c = params.channels;
+    if (index >= c * c) {
+        return;
+    }
+    let i = index / c;
+    let j = index % c;
+    var total = 0.0;
+    for (var start = 0u; start < params.positions; start += BLOCK) {
+        let end = min(start + BLOCK, params.positions);
+        var block = 0.0;
+        for (var p = start; p < end; p++) {
+            block += features[p * c + i] * features[p * c + j];
+        }
+        total += block;
+    }
+    gram[index] = params.scale * total;
+}
+
+@compute @workgroup_size(64)
+fn backward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let index = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
+    let c = params.channels;
+    if (index >= params.positions * c) {
+        return;
+    }
+    let i = index % c;
+    let row = index - i;
+    var acc = 0.0;
+    for (var j = 0u; j < c; j++) {
+        acc += (grad_gram[i * c + j] + grad_gram[j * c + i]) * features[row + j];
+    }
+    var g = params.scale * acc;
+    if (params.accumulate != 0u) {
+        g += grad_features[index];
+    }
+    grad_features[index] = g;
+}

@@ -1,0 +1,58 @@
+// relu: the rectifier and its gradient, elementwise (any layout).
+//
+// forward:  output[i] = max(input[i], 0). Writes `=`.
+// backward: grad_input[i] = grad_output[i] if output[i] > 0, else 0. The mask is taken from the forward
+//           *output* (positive exactly where the input was), so a conv with fused ReLU needs to keep only
+//           its output. The gradient at 0 is 0. Writes `=`, or `+=` when params.accumulate != 0.
+//
+// Bindings (group 0):
+//   0 params        uniform
+//   1 input         read        forward
+//   2 output        read_write  forward
+//   3 output        read        backward (the forward output, for the mask)
+//   4 grad_output   read        backward
+//   5 grad_input    read_write  backward
+
+struct Params {
+    len: u32,
+    accumulate: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(3) var<storage, read> saved_output: array<f32>;
+@group(0) @binding(4) var<storage, read> grad_output: array<f32>;
+@group(0) @binding(5) var<storage, read_write> grad_input: array<f32>;
+
+const WORKGROUP: u32 = 64u;
+
+@compute @workgroup_size(64)
+fn forward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
+    if (i >= params.len) {
+        return;
+    }
+    output[i] = max(input[i], 0.0);
+}
+
+@compute @workgroup_size(64)
+fn backward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
+    if (i >= params.len) {
+        return;
+    }
+    var g = select(0.0, grad_output[i], saved_output[i] > 0.0);
+    if (params.accumulate != 0u) {
+        g += grad_input[i];
+    }
+    grad_input[i] = g;
+}

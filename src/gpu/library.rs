@@ -1,0 +1,274 @@
+//! The kernel library: every shader module and compute pipeline, built once per device, and the
+//! [`Step`], one recorded dispatch with its bind group made once and replayed.
+
+use std::collections::HashMap;
+
+use super::context::Gpu;
+use super::dispatch::{check_binding, fold_workgroups};
+use super::kernel::{Access, EntryPoint, Kernel};
+use crate::error::{Error, Result};
+use crate::shaders;
+
+struct Compiled {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+/// Every pipeline of [`crate::ops::ENTRY_POINTS`], compiled on one device.
+pub struct KernelLibrary {
+    pipelines: HashMap<(&'static str, &'static str), Compiled>,
+}
+
+fn layout_entries(entry: &EntryPoint) -> Vec<wgpu::BindGroupLayoutEntry> {
+    let uniform = wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    std::iter::once(uniform)
+        .chain(entry.bindings.iter().map(|b| wgpu::BindGroupLayoutEntry {
+            binding: b.slot,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only: b.access == Access::Read },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }))
+        .collect()
+}
+
+impl KernelLibrary {
+    /// Compiles every shader and entry point. A shader the driver rejects is an [`Error::Shader`]
+    /// naming the file and entry point.
+    pub fn new(gpu: &Gpu) -> Result<KernelLibrary> {
+        let mut modules = HashMap::new();
+        for file in shaders::FILES {
+            let module = gpu
+                .scoped(&format!("compiling shaders/{}.wgsl", file.name), || {
+                    gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(file.name),
+                        source: wgpu::ShaderSource::Wgsl(file.source.into()),
+                    })
+                })
+                .map_err(|e| Error::Shader { file: file.path(), message: e.to_string() })?;
+            modules.insert(file.name, module);
+        }
+        let mut pipelines = HashMap::new();
+        for entry in crate::ops::ENTRY_POINTS {
+            let name = entry.name();
+            let module = modules.get(entry.shader).ok_or_else(|| Error::UnknownKernel {
+                kernel: name.clone(),
+                message: format!("no file shaders/{}.wgsl is registered", entry.shader),
+            })?;
+            let compiled = gpu
+                .scoped(&format!("building the pipeline {name}"), || {
+                    let layout =
+                        gpu.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                            label: Some(&name),
+                            entries: &layout_entries(entry),
+                        });
+                    let pipeline_layout =
+                        gpu.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                            label: Some(&name),
+                            bind_group_layouts: &[Some(&layout)],
+                            immediate_size: 0,
+                        });
+                    let pipeline =
+                        gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some(&name),
+                            layout: Some(&pipeline_layout),
+                            module,
+                            entry_point: Some(entry.entry),
+                            compilation_options: Default::default(),
+                            cache: None,
+                        });
+                    Compiled { pipeline, layout }
+                })
+                .map_err(|e| Error::Shader {
+                    file: format!("shaders/{}.wgsl ({})", entry.shader, entry.entry),
+                    message: e.to_string(),
+                })?;
+            pipelines.insert((entry.shader, entry.entry), compiled);
+        }
+        Ok(KernelLibrary { pipelines })
+    }
+
+    fn get(&self, entry: &EntryPoint) -> Result<&Compiled> {
+        self.pipelines.get(&(entry.shader, entry.entry)).ok_or_else(|| Error::UnknownKernel {
+            kernel: entry.name(),
+            message: "not in crate::ops::ENTRY_POINTS".to_string(),
+        })
+    }
+}
+
+/// One dispatch of one kernel: pipeline, bind group, params buffer and dispatch size, made once and
+/// recorded into as many command encoders as needed.
+pub struct Step {
+    name: String,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    params: wgpu::Buffer,
+    workgroups: [u32; 3],
+}
+
+/// Params buffers are padded to 16 bytes, the uniform address space's alignment.
+fn padded_params<P: bytemuck::Pod>(params: &P) -> Vec<u8> {
+    let mut bytes = bytemuck::bytes_of(params).to_vec();
+    bytes.resize(bytes.len().next_multiple_of(16), 0);
+    bytes
+}
+
+impl Step {
+    /// Binds `buffers` (in the order of `K::ENTRY.bindings`) to kernel `K` with `params`, checking
+    /// the count, every buffer's size against the shape and the adapter's limits, and the dispatch.
+    pub fn new<K: Kernel>(
+        gpu: &Gpu,
+        library: &KernelLibrary,
+        params: &K::Params,
+        buffers: &[&wgpu::Buffer],
+    ) -> Result<Step> {
+        let entry = K::ENTRY;
+        let name = entry.name();
+        let shape_error = |message: String| Error::Shape { kernel: name.clone(), message };
+        if buffers.len() != entry.bindings.len() {
+            let names: Vec<_> = entry.bindings.iter().map(|b| b.name).collect();
+            return Err(shape_error(format!(
+                "expects {} buffers ({}), got {}",
+                names.len(),
+                names.join(", "),
+                buffers.len()
+            )));
+        }
+        let lens = K::binding_lens(params);
+        let limit = gpu.limits.max_storage_buffer_binding_size as u64;
+        for ((binding, buffer), len) in entry.bindings.iter().zip(buffers).zip(&lens) {
+            let needed = len * 4;
+            if needed == 0 {
+                return Err(shape_error(format!("binding {} would be empty", binding.name)));
+            }
+            check_binding(&name, binding.name, needed, limit)?;
+            if buffer.size() < needed {
+                return Err(shape_error(format!(
+                    "binding {} needs {needed} bytes, the buffer has {}",
+                    binding.name,
+                    buffer.size()
+                )));
+            }
+            check_binding(&name, binding.name, buffer.size(), limit)?;
+        }
+        let workgroups = fold_workgroups(
+            &name,
+            K::workgroups(params),
+            gpu.limits.max_compute_workgroups_per_dimension,
+        )?;
+        let compiled = library.get(&entry)?;
+        let params_buffer = gpu.buffer_from(&format!("{name} params"), &padded_params(params));
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: params_buffer.as_entire_binding(),
+        }];
+        entries.extend(entry.bindings.iter().zip(buffers).map(|(b, buffer)| {
+            wgpu::BindGroupEntry { binding: b.slot, resource: buffer.as_entire_binding() }
+        }));
+        let bind_group = gpu.scoped(&format!("binding buffers to {name}"), || {
+            gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&name),
+                layout: &compiled.layout,
+                entries: &entries,
+            })
+        })?;
+        Ok(Step { name, pipeline: compiled.pipeline.clone(), bind_group, params: params_buffer, workgroups })
+    }
+
+    /// Replaces the params (same kernel, same shape), for values that change between iterations
+    /// such as Adam's step count. The write lands before the next submitted command buffer.
+    pub fn write_params<P: bytemuck::Pod>(&self, gpu: &Gpu, params: &P) {
+        gpu.queue.write_buffer(&self.params, 0, &padded_params(params));
+    }
+
+    /// Records the dispatch into a compute pass.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+
+    /// `shader.entry` of the kernel this step runs.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The folded dispatch size.
+    pub fn workgroups(&self) -> [u32; 3] {
+        self.workgroups
+    }
+}
+
+/// Records `steps` in order into one compute pass of one command encoder and submits it.
+pub fn submit(gpu: &Gpu, label: &str, steps: &[&Step]) -> Result<()> {
+    gpu.scoped(&format!("running {label}"), || {
+        let mut encoder =
+            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+            for step in steps {
+                step.record(&mut pass);
+            }
+        }
+        gpu.queue.submit([encoder.finish()]);
+    })
+}
+
+/// Runs kernel `K` once on fresh buffers holding `inputs` (one per binding, in order; read-write
+/// bindings start with their given contents) and returns the contents of the read-write bindings
+/// afterwards, in order. For tests and `nst check`; a render builds its steps once instead.
+pub fn run_once<K: Kernel>(
+    gpu: &Gpu,
+    library: &KernelLibrary,
+    params: &K::Params,
+    inputs: &[&[u8]],
+) -> Result<Vec<Vec<u8>>> {
+    let entry = K::ENTRY;
+    let name = entry.name();
+    if inputs.len() != entry.bindings.len() {
+        return Err(Error::Shape {
+            kernel: name,
+            message: format!("expects {} inputs, got {}", entry.bindings.len(), inputs.len()),
+        });
+    }
+    let buffers: Vec<wgpu::Buffer> = entry
+        .bindings
+        .iter()
+        .zip(inputs)
+        .map(|(b, data)| {
+            let label = format!("{name} {}", b.name);
+            if data.is_empty() {
+                gpu.buffer_zeroed(&label, 4)
+            } else {
+                gpu.buffer_from(&label, data)
+            }
+        })
+        .collect();
+    let refs: Vec<&wgpu::Buffer> = buffers.iter().collect();
+    let step = Step::new::<K>(gpu, library, params, &refs)?;
+    submit(gpu, &name, &[&step])?;
+    let outputs: Vec<&wgpu::Buffer> = entry
+        .bindings
+        .iter()
+        .zip(&buffers)
+        .filter(|(b, _)| b.access == Access::ReadWrite)
+        .map(|(_, buffer)| buffer)
+        .collect();
+    gpu.read_buffers(&outputs)
+}

@@ -1,0 +1,10 @@
+//! The GPU side: context, kernel descriptions, dispatch limits and the kernel library.
+
+pub mod context;
+pub mod dispatch;
+pub mod kernel;
+pub mod library;
+
+pub use context::{Gpu, GpuOptions};
+pub use kernel::{Access, Binding, EntryPoint, Kernel};
+pub use library::{run_once, submit, KernelLibrary, Step};

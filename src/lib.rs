@@ -1,0 +1,14 @@
+//! `nst`: neural style transfer as a hand-written GPU compute engine.
+//!
+//! WGSL compute shaders in `shaders/` implement every operation of VGG19 forward and backward, the
+//! losses and Adam; [`ops`] describes each one to Rust and holds its CPU twin, the oracle of the
+//! tests; [`gpu`] opens a device, compiles the kernel library once and records dispatches.
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod real;
+pub mod shaders;
+
+pub use error::{Error, Result};
+pub use real::Real;

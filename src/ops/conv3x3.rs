@@ -1,0 +1,168 @@
+//! 3x3 convolution, stride 1, zero padding 1, bias, optional fused ReLU; and its input gradient.
+//! GPU: `shaders/conv3x3.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::store;
+use crate::gpu::kernel::{groups_for, read, read_write, EntryPoint, Kernel};
+use crate::Real;
+
+/// Params of `conv3x3.wgsl`. Activations are HWC; weights `[out_channels][3][3][in_channels]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Conv3x3Params {
+    pub height: u32,
+    pub width: u32,
+    pub in_channels: u32,
+    pub out_channels: u32,
+    /// Forward only: apply ReLU to the output when non-zero.
+    pub relu: u32,
+    /// Backward only: add to the input gradient instead of overwriting it when non-zero.
+    pub accumulate: u32,
+}
+
+impl Conv3x3Params {
+    pub fn new(height: usize, width: usize, in_channels: usize, out_channels: usize) -> Self {
+        Conv3x3Params {
+            height: height as u32,
+            width: width as u32,
+            in_channels: in_channels as u32,
+            out_channels: out_channels as u32,
+            relu: 0,
+            accumulate: 0,
+        }
+    }
+    pub fn with_relu(mut self, relu: bool) -> Self {
+        self.relu = relu as u32;
+        self
+    }
+    pub fn with_accumulate(mut self, accumulate: bool) -> Self {
+        self.accumulate = accumulate as u32;
+        self
+    }
+    pub fn pixels(&self) -> usize {
+        self.height as usize * self.width as usize
+    }
+    pub fn input_len(&self) -> usize {
+        self.pixels() * self.in_channels as usize
+    }
+    pub fn output_len(&self) -> usize {
+        self.pixels() * self.out_channels as usize
+    }
+    pub fn weights_len(&self) -> usize {
+        self.out_channels as usize * 9 * self.in_channels as usize
+    }
+    pub fn bias_len(&self) -> usize {
+        self.out_channels as usize
+    }
+    /// Multiply-adds times two, for GFLOP/s (the same for forward and input gradient).
+    pub fn flops(&self) -> u64 {
+        2 * 9 * self.pixels() as u64 * self.in_channels as u64 * self.out_channels as u64
+    }
+}
+
+/// `conv3x3.forward`: bindings weights, bias, input, output.
+pub struct Forward;
+
+impl Kernel for Forward {
+    type Params = Conv3x3Params;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "conv3x3",
+        entry: "forward",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<Conv3x3Params>(),
+        bindings: &[read(1, "weights"), read(2, "bias"), read(3, "input"), read_write(4, "output")],
+    };
+    fn workgroups(p: &Conv3x3Params) -> u64 {
+        groups_for(p.output_len() as u64, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &Conv3x3Params) -> Vec<u64> {
+        [p.weights_len(), p.bias_len(), p.input_len(), p.output_len()].map(|n| n as u64).to_vec()
+    }
+}
+
+/// `conv3x3.backward_input`: bindings weights, grad_output, grad_input.
+pub struct BackwardInput;
+
+impl Kernel for BackwardInput {
+    type Params = Conv3x3Params;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "conv3x3",
+        entry: "backward_input",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<Conv3x3Params>(),
+        bindings: &[read(1, "weights"), read(3, "grad_output"), read_write(4, "grad_input")],
+    };
+    fn workgroups(p: &Conv3x3Params) -> u64 {
+        groups_for(p.input_len() as u64, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &Conv3x3Params) -> Vec<u64> {
+        [p.weights_len(), p.output_len(), p.input_len()].map(|n| n as u64).to_vec()
+    }
+}
+
+/// CPU twin of `conv3x3.forward`.
+pub fn forward<T: Real>(p: &Conv3x3Params, weights: &[T], bias: &[T], input: &[T], output: &mut [T]) {
+    let (h, w) = (p.height as i64, p.width as i64);
+    let (cin, cout) = (p.in_channels as usize, p.out_channels as usize);
+    for y in 0..h {
+        for x in 0..w {
+            for co in 0..cout {
+                let mut acc = T::zero();
+                for ky in 0..3 {
+                    let sy = y + ky - 1;
+                    if sy < 0 || sy >= h {
+                        continue;
+                    }
+                    for kx in 0..3 {
+                        let sx = x + kx - 1;
+                        if sx < 0 || sx >= w {
+                            continue;
+                        }
+                        let s = (sy * w + sx) as usize * cin;
+                        let k = ((co * 3 + ky as usize) * 3 + kx as usize) * cin;
+                        for ci in 0..cin {
+                            acc += input[s + ci] * weights[k + ci];
+                        }
+                    }
+                }
+                acc += bias[co];
+                if p.relu != 0 {
+                    acc = acc.max(T::zero());
+                }
+                output[(y * w + x) as usize * cout + co] = acc;
+            }
+        }
+    }
+}
+
+/// CPU twin of `conv3x3.backward_input`.
+pub fn backward_input<T: Real>(p: &Conv3x3Params, weights: &[T], grad_output: &[T], grad_input: &mut [T]) {
+    let (h, w) = (p.height as i64, p.width as i64);
+    let (cin, cout) = (p.in_channels as usize, p.out_channels as usize);
+    for y in 0..h {
+        for x in 0..w {
+            for ci in 0..cin {
+                let mut acc = T::zero();
+                for ky in 0..3 {
+                    let oy = y - ky + 1;
+                    if oy < 0 || oy >= h {
+                        continue;
+                    }
+                    for kx in 0..3 {
+                        let ox = x - kx + 1;
+                        if ox < 0 || ox >= w {
+                            continue;
+                        }
+                        let g = (oy * w + ox) as usize * cout;
+                        for co in 0..cout {
+                            let k = ((co * 3 + ky as usize) * 3 + kx as usize) * cin + ci;
+                            acc += grad_output[g + co] * weights[k];
+                        }
+                    }
+                }
+                store(&mut grad_input[(y * w + x) as usize * cin + ci], acc, p.accumulate);
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Gram matrix of a feature map and its gradient. GPU: `shaders/gram.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::store;
+use crate::gpu::kernel::{groups_for, read, read_write, EntryPoint, Kernel};
+use crate::Real;
+
+/// Params of `gram.wgsl`: features are `positions` rows of `channels` values (HWC flattened).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct GramParams {
+    pub positions: u32,
+    pub channels: u32,
+    /// Backward only: add to the feature gradient when non-zero.
+    pub accumulate: u32,
+    /// The normaliser: `gram = scale * Fᵀ F`.
+    pub scale: f32,
+}
+
+impl GramParams {
+    /// The Gram matrix of an `height x width x channels` map, normalised by the number of positions:
+    /// `scale = 1 / (height * width)`.
+    pub fn new(height: usize, width: usize, channels: usize) -> Self {
+        let positions = height * width;
+        GramParams {
+            positions: positions as u32,
+            channels: channels as u32,
+            accumulate: 0,
+            scale: (1.0 / positions as f64) as f32,
+        }
+    }
+    pub fn with_accumulate(mut self, accumulate: bool) -> Self {
+        self.accumulate = accumulate as u32;
+        self
+    }
+    pub fn features_len(&self) -> usize {
+        self.positions as usize * self.channels as usize
+    }
+    pub fn gram_len(&self) -> usize {
+        self.channels as usize * self.channels as usize
+    }
+    /// Multiply-adds times two of the forward (the backward costs the same).
+    pub fn flops(&self) -> u64 {
+        2 * self.positions as u64 * self.channels as u64 * self.channels as u64
+    }
+}
+
+/// `gram.forward`: bindings features, gram.
+pub struct Forward;
+
+impl Kernel for Forward {
+    type Params = GramParams;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "gram",
+        entry: "forward",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<GramParams>(),
+        bindings: &[read(1, "features"), read_write(2, "gram")],
+    };
+    fn workgroups(p: &GramParams) -> u64 {
+        groups_for(p.gram_len() as u64, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &GramParams) -> Vec<u64> {
+        vec![p.features_len() as u64, p.gram_len() as u64]
+    }
+}
+
+/// `gram.backward`: bindings features, grad_gram, grad_features.
+pub struct Backward;
+
+impl Kernel for Backward {
+    type Params = GramParams;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "gram",
+        entry: "backward",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<GramParams>(),
+        bindings: &[read(1, "features"), read(3, "grad_gram"), read_write(4, "grad_features")],
+    };
+    fn workgroups(p: &GramParams) -> u64 {
+        groups_for(p.features_len() as u64, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &GramParams) -> Vec<u64> {
+        vec![p.features_len() as u64, p.gram_len() as u64, p.features_len() as u64]
+    }
+}
+
+/// CPU twin of `gram.forward`: `gram[i][j] = scale * sum_p F[p][i] F[p][j]`.
+pub fn forward<T: Real>(p: &GramParams, features: &[T], gram: &mut [T]) {
+    let c = p.channels as usize;
+    for i in 0..c {
+        for j in 0..c {
+            let mut acc = T::zero();
+            for q in 0..p.positions as usize {
+                acc += features[q * c + i] * features[q * c + j];
+            }
+            gram[i * c + j] = T::from_f64(p.scale as f64) * acc;
+        }
+    }
+}
+
+/// CPU twin of `gram.backward`: `dF[p][i] = scale * sum_j (dG[i][j] + dG[j][i]) F[p][j]`.
+pub fn backward<T: Real>(p: &GramParams, features: &[T], grad_gram: &[T], grad_features: &mut [T]) {
+    let c = p.channels as usize;
+    for q in 0..p.positions as usize {
+        for i in 0..c {
+            let mut acc = T::zero();
+            for j in 0..c {
+                acc += (grad_gram[i * c + j] + grad_gram[j * c + i]) * features[q * c + j];
+            }
+            store(&mut grad_features[q * c + i], T::from_f64(p.scale as f64) * acc, p.accumulate);
+        }
+    }
+}

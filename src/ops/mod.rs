@@ -1,0 +1,58 @@
+//! The kernels. Each module pairs one file of `shaders/` with its params struct (mirrored field by
+//! field in WGSL), its shape arithmetic, its [`Kernel`](crate::gpu::Kernel) descriptions and its CPU
+//! twin: plain loops over the same params and arguments, generic over [`Real`](crate::Real), the
+//! oracle of the tests. Forward and backward live side by side.
+
+pub mod adam;
+pub mod avgpool2;
+pub mod conv3x3;
+pub mod gram;
+pub mod image;
+pub mod maxpool2;
+pub mod reduce;
+pub mod relu;
+pub mod sqdiff;
+pub mod tv;
+
+use crate::gpu::EntryPoint;
+use crate::gpu::Kernel;
+use crate::Real;
+
+/// Every entry point of every shader; the kernel library compiles exactly these.
+pub const ENTRY_POINTS: &[EntryPoint] = &[
+    conv3x3::Forward::ENTRY,
+    conv3x3::BackwardInput::ENTRY,
+    relu::Forward::ENTRY,
+    relu::Backward::ENTRY,
+    maxpool2::Forward::ENTRY,
+    maxpool2::Backward::ENTRY,
+    avgpool2::Forward::ENTRY,
+    avgpool2::Backward::ENTRY,
+    gram::Forward::ENTRY,
+    gram::Backward::ENTRY,
+    sqdiff::Forward::ENTRY,
+    sqdiff::Backward::ENTRY,
+    reduce::Sum::ENTRY,
+    tv::Forward::ENTRY,
+    tv::Backward::ENTRY,
+    adam::Step::ENTRY,
+    image::ToNetwork::ENTRY,
+    image::FromNetwork::ENTRY,
+];
+
+/// Elements per workgroup of the two-stage reductions (sqdiff, tv): 256 invocations x 4 elements.
+pub const REDUCE_BLOCK: usize = 1024;
+
+/// Number of partial sums the first reduction stage writes for `len` elements.
+pub fn partial_count(len: usize) -> usize {
+    len.div_ceil(REDUCE_BLOCK)
+}
+
+/// Writes `value` (`accumulate == 0`) or adds it (`accumulate != 0`), as the backward kernels do.
+pub(crate) fn store<T: Real>(dst: &mut T, value: T, accumulate: u32) {
+    if accumulate != 0 {
+        *dst += value;
+    } else {
+        *dst = value;
+    }
+}
