@@ -4,8 +4,9 @@
 // forward:  gram[i, j] = scale * sum_p F[p, i] * F[p, j]   (a channels x channels matrix).
 //           The normaliser is params.scale; nst uses scale = 1 / (height * width), so the Gram matrix is
 //           the mean over positions of the channel outer products and does not grow with image size.
-//           The sum runs in blocks of 64 positions added into a running total, which keeps the rounding
-//           error near sqrt(blocks) instead of growing with the number of positions. Writes `=`.
+//           One workgroup of 64 invocations per element (i, j): invocation t adds positions t, t + 64,
+//           t + 128, ..., then a tree reduction in workgroup memory. No invocation loops more than
+//           positions / 64 times (lavapipe stops any loop after about 65535 iterations). Writes `=`.
 // backward: grad_features[p, i] = scale * sum_j (grad_gram[i, j] + grad_gram[j, i]) * F[p, j].
 //           Writes `=`, or `+=` when params.accumulate != 0 (a style layer's features also feed the
 //           next convolution, whose input gradient is summed with this one).
@@ -31,7 +32,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> grad_features: array<f32>;
 
 const WORKGROUP: u32 = 64u;
-const BLOCK: u32 = 64u;
+
+var<workgroup> scratch: array<f32, 64>;
 
 @compute @workgroup_size(64)
 fn forward(
@@ -39,23 +41,28 @@ fn forward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let index = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
+    let index = wid.x + wid.y * nwg.x;
     let c = params.channels;
     if (index >= c * c) {
         return;
     }
     let i = index / c;
     let j = index % c;
-    var total = 0.0;
-    for (var start = 0u; start < params.positions; start += BLOCK) {
-        let end = min(start + BLOCK, params.positions);
-        var block = 0.0;
-        for (var p = start; p < end; p++) {
-            block += features[p * c + i] * features[p * c + j];
-        }
-        total += block;
+    var s = 0.0;
+    for (var p = lid; p < params.positions; p += WORKGROUP) {
+        s += features[p * c + i] * features[p * c + j];
     }
-    gram[index] = params.scale * total;
+    scratch[lid] = s;
+    workgroupBarrier();
+    for (var stride = WORKGROUP / 2u; stride > 0u; stride /= 2u) {
+        if (lid < stride) {
+            scratch[lid] += scratch[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        gram[index] = params.scale * scratch[0];
+    }
 }
 
 @compute @workgroup_size(64)

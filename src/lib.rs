@@ -12,3 +12,5 @@ pub mod shaders;
 
 pub use error::{Error, Result};
 pub use real::Real;
+/// The wgpu version `nst` is built with; its types appear in [`gpu`]'s API.
+pub use wgpu;

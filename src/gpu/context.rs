@@ -155,6 +155,16 @@ impl Gpu {
         })
     }
 
+    /// A uniform buffer holding a kernel's params, rewritable between submissions.
+    pub fn params_buffer(&self, label: &str, contents: &[u8]) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
     /// A zero-filled storage buffer of `bytes` bytes.
     pub fn buffer_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {

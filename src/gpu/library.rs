@@ -169,7 +169,7 @@ impl Step {
             gpu.limits.max_compute_workgroups_per_dimension,
         )?;
         let compiled = library.get(&entry)?;
-        let params_buffer = gpu.buffer_from(&format!("{name} params"), &padded_params(params));
+        let params_buffer = gpu.params_buffer(&format!("{name} params"), &padded_params(params));
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: params_buffer.as_entire_binding(),

@@ -58,8 +58,9 @@ impl Kernel for Forward {
         params_bytes: std::mem::size_of::<GramParams>(),
         bindings: &[read(1, "features"), read_write(2, "gram")],
     };
+    /// One workgroup per element of the Gram matrix.
     fn workgroups(p: &GramParams) -> u64 {
-        groups_for(p.gram_len() as u64, Self::ENTRY.workgroup_size)
+        p.gram_len() as u64
     }
     fn binding_lens(p: &GramParams) -> Vec<u64> {
         vec![p.features_len() as u64, p.gram_len() as u64]

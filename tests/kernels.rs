@@ -1,0 +1,471 @@
+//! Every kernel on the GPU against its CPU twin evaluated in f64 from the same f32 inputs, on seeded
+//! random data: odd shapes (1x1, 3 channels, sizes that are not multiples of the workgroup) and
+//! VGG19-like shapes, with edge cases on purpose (pooling ties, ReLU at exactly 0, equal TV
+//! neighbours).
+
+mod common;
+
+use common::{assert_close, assert_close_bound, assert_same_u32, bytes, floats, to_f64, Rng};
+use nst::gpu::{run_once, submit, Step};
+use nst::ops::{adam, avgpool2, conv3x3, gram, image, maxpool2, reduce, relu, sqdiff, tv};
+use nst::ops::{adam::AdamParams, conv3x3::Conv3x3Params, gram::GramParams, maxpool2::Pool2Params};
+
+/// A dot product of K f32 terms of magnitude ~1 is off by a few units of 1e-7 * sqrt(K); 1e-4 leaves
+/// room for K up to 512 * 9 with fused multiply-adds in any order.
+const DOT_ATOL: f64 = 1e-4;
+const DOT_RTOL: f64 = 1e-4;
+/// Elementwise kernels do one or two roundings.
+const ELEM_TOL: f64 = 1e-6;
+
+fn zeros(n: usize) -> Vec<u8> {
+    vec![0; 4 * n]
+}
+
+/// Weights scaled like He initialisation, so activations stay of order 1 through deep stacks.
+fn conv_weights(rng: &mut Rng, p: &Conv3x3Params) -> (Vec<f32>, Vec<f32>) {
+    let a = (6.0 / (9.0 * p.in_channels as f64)).sqrt();
+    (rng.vec_f32(p.weights_len(), -a, a), rng.vec_f32(p.bias_len(), -0.1, 0.1))
+}
+
+fn check_conv_forward(h: usize, w: usize, cin: usize, cout: usize, relu: bool, seed: u64) {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let p = Conv3x3Params::new(h, w, cin, cout).with_relu(relu);
+    let mut rng = Rng::new(seed);
+    let (weights, bias) = conv_weights(&mut rng, &p);
+    let input = rng.vec_f32(p.input_len(), -1.0, 1.0);
+    let out = run_once::<conv3x3::Forward>(
+        gpu,
+        lib,
+        &p,
+        &[bytes(&weights), bytes(&bias), bytes(&input), &zeros(p.output_len())],
+    )
+    .unwrap();
+    let mut want = vec![0.0f64; p.output_len()];
+    conv3x3::forward(&p, &to_f64(&weights), &to_f64(&bias), &to_f64(&input), &mut want);
+    let what = format!("conv3x3.forward {h}x{w} {cin}->{cout} relu={relu}");
+    assert_close(&what, &floats(&out[0]), &want, &[h, w, cout], DOT_ATOL, DOT_RTOL);
+}
+
+fn check_conv_backward(h: usize, w: usize, cin: usize, cout: usize, accumulate: bool, seed: u64) {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let p = Conv3x3Params::new(h, w, cin, cout).with_accumulate(accumulate);
+    let mut rng = Rng::new(seed);
+    let (weights, _) = conv_weights(&mut rng, &p);
+    let grad_output = rng.vec_f32(p.output_len(), -1.0, 1.0);
+    let initial = rng.vec_f32(p.input_len(), -1.0, 1.0);
+    let out = run_once::<conv3x3::BackwardInput>(
+        gpu,
+        lib,
+        &p,
+        &[bytes(&weights), bytes(&grad_output), bytes(&initial)],
+    )
+    .unwrap();
+    let mut want = to_f64(&initial);
+    conv3x3::backward_input(&p, &to_f64(&weights), &to_f64(&grad_output), &mut want);
+    let what = format!("conv3x3.backward_input {h}x{w} {cin}<-{cout} accumulate={accumulate}");
+    assert_close(&what, &floats(&out[0]), &want, &[h, w, cin], DOT_ATOL, DOT_RTOL);
+}
+
+#[test]
+fn conv3x3_forward_matches_cpu_at_odd_shapes() {
+    check_conv_forward(1, 1, 3, 1, false, 1);
+    check_conv_forward(1, 1, 3, 64, true, 2);
+    check_conv_forward(7, 5, 3, 64, true, 3);
+    check_conv_forward(13, 11, 5, 7, false, 4);
+    check_conv_forward(3, 70, 4, 9, true, 5);
+    check_conv_forward(40, 56, 3, 64, true, 6);
+}
+
+#[test]
+fn conv3x3_forward_matches_cpu_at_vgg_shapes() {
+    check_conv_forward(64, 64, 64, 64, true, 10);
+    check_conv_forward(8, 8, 512, 512, true, 11);
+    check_conv_forward(17, 19, 256, 128, false, 12);
+}
+
+#[test]
+fn conv3x3_input_gradient_matches_cpu_at_odd_shapes() {
+    check_conv_backward(1, 1, 3, 1, false, 20);
+    check_conv_backward(1, 1, 3, 64, false, 21);
+    check_conv_backward(7, 5, 3, 64, false, 22);
+    check_conv_backward(13, 11, 5, 7, true, 23);
+    check_conv_backward(3, 70, 4, 9, false, 24);
+}
+
+#[test]
+fn conv3x3_input_gradient_matches_cpu_at_vgg_shapes() {
+    check_conv_backward(64, 64, 64, 64, false, 30);
+    check_conv_backward(8, 8, 512, 512, true, 31);
+    check_conv_backward(17, 19, 128, 256, false, 32);
+}
+
+#[test]
+fn relu_forward_and_backward_match_cpu_with_exact_zeros() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    for (n, seed) in [(1usize, 40u64), (3, 41), (1000, 42), (64 * 64 * 64, 43)] {
+        let mut rng = Rng::new(seed);
+        // Integers in -3..=3: about a seventh of the inputs are exactly 0.
+        let input = rng.vec_ties(n, -3, 3);
+        let p = relu::ReluParams::new(n);
+        let out = run_once::<relu::Forward>(gpu, lib, &p, &[bytes(&input), &zeros(n)]).unwrap();
+        let mut want = vec![0.0; n];
+        relu::forward(&p, &to_f64(&input), &mut want);
+        assert_close(&format!("relu.forward {n}"), &floats(&out[0]), &want, &[n], 0.0, 0.0);
+
+        for accumulate in [false, true] {
+            let p = p.with_accumulate(accumulate);
+            let output = floats(&out[0]);
+            let grad_output = rng.vec_f32(n, -1.0, 1.0);
+            let initial = rng.vec_f32(n, -1.0, 1.0);
+            let got = run_once::<relu::Backward>(
+                gpu,
+                lib,
+                &p,
+                &[bytes(&output), bytes(&grad_output), bytes(&initial)],
+            )
+            .unwrap();
+            let mut want = to_f64(&initial);
+            relu::backward(&p, &to_f64(&output), &to_f64(&grad_output), &mut want);
+            let got = floats(&got[0]);
+            assert_close(&format!("relu.backward {n} accumulate={accumulate}"), &got, &want, &[n], ELEM_TOL, ELEM_TOL);
+            if !accumulate {
+                for i in 0..n {
+                    if output[i] == 0.0 {
+                        assert_eq!(got[i], 0.0, "ReLU's gradient at 0 must be 0 (element {i})");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn relu_dispatch_beyond_65535_workgroups_folds_and_covers_every_element() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let n = 65536 * 64 + 5;
+    let input: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { -(i as f32) } else { i as f32 }).collect();
+    let p = relu::ReluParams::new(n);
+    let out = floats(&run_once::<relu::Forward>(gpu, lib, &p, &[bytes(&input), &zeros(n)]).unwrap()[0]);
+    let mut want = vec![0.0; n];
+    relu::forward(&p, &to_f64(&input), &mut want);
+    assert_close("relu.forward folded dispatch", &out, &want, &[n], 0.0, 0.0);
+}
+
+/// Pooling inputs: integers in a narrow range (ties in most windows) or continuous values.
+fn pool_input(rng: &mut Rng, n: usize, ties: bool) -> Vec<f32> {
+    if ties {
+        rng.vec_ties(n, -2, 2)
+    } else {
+        rng.vec_f32(n, -1.0, 1.0)
+    }
+}
+
+fn check_pools(h: usize, w: usize, c: usize, ties: bool, seed: u64) {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let mut rng = Rng::new(seed);
+    let p = Pool2Params::new(h, w, c);
+    let input = pool_input(&mut rng, p.input_len(), ties);
+    let (oh, ow) = (p.out_height(), p.out_width());
+
+    let out = run_once::<maxpool2::Forward>(gpu, lib, &p, &[bytes(&input), &zeros(p.output_len())]).unwrap();
+    let mut want = vec![0.0; p.output_len()];
+    maxpool2::forward(&p, &to_f64(&input), &mut want);
+    assert_close(&format!("maxpool2.forward {h}x{w}x{c} ties={ties}"), &floats(&out[0]), &want, &[oh, ow, c], 0.0, 0.0);
+
+    let out = run_once::<avgpool2::Forward>(gpu, lib, &p, &[bytes(&input), &zeros(p.output_len())]).unwrap();
+    let mut want = vec![0.0; p.output_len()];
+    avgpool2::forward(&p, &to_f64(&input), &mut want);
+    assert_close(&format!("avgpool2.forward {h}x{w}x{c}"), &floats(&out[0]), &want, &[oh, ow, c], ELEM_TOL, ELEM_TOL);
+
+    for accumulate in [false, true] {
+        let p = p.with_accumulate(accumulate);
+        let grad_output = rng.vec_f32(p.output_len(), -1.0, 1.0);
+        let initial = rng.vec_f32(p.input_len(), -1.0, 1.0);
+        let got = run_once::<maxpool2::Backward>(
+            gpu,
+            lib,
+            &p,
+            &[bytes(&input), bytes(&grad_output), bytes(&initial)],
+        )
+        .unwrap();
+        let mut want = to_f64(&initial);
+        maxpool2::backward(&p, &to_f64(&input), &to_f64(&grad_output), &mut want);
+        let what = format!("maxpool2.backward {h}x{w}x{c} ties={ties} accumulate={accumulate}");
+        assert_close(&what, &floats(&got[0]), &want, &[h, w, c], ELEM_TOL, ELEM_TOL);
+
+        let got = run_once::<avgpool2::Backward>(gpu, lib, &p, &[bytes(&grad_output), bytes(&initial)]).unwrap();
+        let mut want = to_f64(&initial);
+        avgpool2::backward(&p, &to_f64(&grad_output), &mut want);
+        let what = format!("avgpool2.backward {h}x{w}x{c} accumulate={accumulate}");
+        assert_close(&what, &floats(&got[0]), &want, &[h, w, c], ELEM_TOL, ELEM_TOL);
+    }
+}
+
+#[test]
+fn pooling_matches_cpu_at_odd_shapes_with_ties() {
+    check_pools(2, 2, 1, true, 50);
+    check_pools(3, 3, 3, true, 51);
+    check_pools(7, 5, 3, true, 52);
+    check_pools(9, 13, 64, true, 53);
+    check_pools(9, 13, 5, false, 54);
+}
+
+#[test]
+fn pooling_matches_cpu_at_vgg_shapes() {
+    check_pools(64, 64, 64, false, 55);
+    check_pools(16, 16, 512, true, 56);
+    check_pools(31, 33, 128, false, 57);
+}
+
+#[test]
+fn pooling_a_one_pixel_map_is_refused_with_a_shape_error() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let p = Pool2Params::new(1, 1, 3);
+    let err = run_once::<maxpool2::Forward>(gpu, lib, &p, &[&zeros(3), &zeros(1)]).unwrap_err();
+    assert!(matches!(err, nst::Error::Shape { .. }), "{err}");
+    assert!(err.to_string().contains("maxpool2.forward"), "{err}");
+}
+
+#[test]
+fn max_pool_ties_send_the_gradient_to_the_first_maximum_only() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    // One 2x2 window, one channel, all four equal: only (0, 0) receives the gradient.
+    let p = Pool2Params::new(2, 2, 1);
+    let got = run_once::<maxpool2::Backward>(gpu, lib, &p, &[bytes(&[1.0; 4]), bytes(&[5.0]), &zeros(4)]).unwrap();
+    assert_eq!(floats(&got[0]), vec![5.0, 0.0, 0.0, 0.0]);
+    // The last three equal and larger than the first: (0, 1) wins.
+    let got = run_once::<maxpool2::Backward>(gpu, lib, &p, &[bytes(&[0.0, 2.0, 2.0, 2.0]), bytes(&[5.0]), &zeros(4)])
+        .unwrap();
+    assert_eq!(floats(&got[0]), vec![0.0, 5.0, 0.0, 0.0]);
+}
+
+fn check_gram(h: usize, w: usize, c: usize, seed: u64) {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let mut rng = Rng::new(seed);
+    let p = GramParams::new(h, w, c);
+    // Post-ReLU features: non-negative, a quarter of them exactly 0.
+    let features: Vec<f32> = rng.vec_f32(p.features_len(), -0.5, 1.5).into_iter().map(|v| v.max(0.0)).collect();
+    let out = run_once::<gram::Forward>(gpu, lib, &p, &[bytes(&features), &zeros(p.gram_len())]).unwrap();
+    let mut want = vec![0.0; p.gram_len()];
+    gram::forward(&p, &to_f64(&features), &mut want);
+    assert_close(&format!("gram.forward {h}x{w}x{c}"), &floats(&out[0]), &want, &[c, c], DOT_ATOL, DOT_RTOL);
+
+    for accumulate in [false, true] {
+        let p = p.with_accumulate(accumulate);
+        let grad_gram = rng.vec_f32(p.gram_len(), -1.0, 1.0);
+        let initial = rng.vec_f32(p.features_len(), -1.0, 1.0);
+        let got = run_once::<gram::Backward>(
+            gpu,
+            lib,
+            &p,
+            &[bytes(&features), bytes(&grad_gram), bytes(&initial)],
+        )
+        .unwrap();
+        let mut want = to_f64(&initial);
+        gram::backward(&p, &to_f64(&features), &to_f64(&grad_gram), &mut want);
+        let what = format!("gram.backward {h}x{w}x{c} accumulate={accumulate}");
+        assert_close(&what, &floats(&got[0]), &want, &[h * w, c], DOT_ATOL, DOT_RTOL);
+    }
+}
+
+#[test]
+fn gram_matches_cpu_at_odd_shapes() {
+    check_gram(1, 1, 1, 60);
+    check_gram(1, 1, 3, 61);
+    check_gram(7, 5, 3, 62);
+    check_gram(13, 11, 65, 63);
+}
+
+#[test]
+fn gram_matches_cpu_at_vgg_shapes() {
+    check_gram(64, 64, 64, 64);
+    check_gram(8, 8, 512, 65);
+    check_gram(256, 256, 3, 66);
+    // More positions than lavapipe lets one loop run: the reduction must be split.
+    check_gram(300, 301, 3, 67);
+}
+
+/// Runs a loss's first stage and `reduce.sum` in one command encoder, as an iteration does, and
+/// returns the partials and the loss slot.
+fn run_loss(first: Step, partials: &nst::wgpu::Buffer, count: usize, slot: usize) -> (Vec<f32>, f32) {
+    let (gpu, lib) = common::gpu().unwrap();
+    let losses = gpu.buffer_zeroed("losses", 4 * (slot as u64 + 1));
+    let sum = Step::new::<reduce::Sum>(gpu, lib, &reduce::ReduceParams::new(count, slot), &[partials, &losses]).unwrap();
+    submit(gpu, "loss", &[&first, &sum]).unwrap();
+    let out = gpu.read_buffers(&[partials, &losses]).unwrap();
+    (floats(&out[0])[..count].to_vec(), floats(&out[1])[slot])
+}
+
+#[test]
+fn squared_difference_loss_and_gradient_match_cpu() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    for (n, seed) in [(1usize, 70u64), (3, 71), (1023, 72), (1025, 73), (64 * 64 * 64, 74), (512 * 512, 75), (700_001, 76)] {
+        let mut rng = Rng::new(seed);
+        let a = rng.vec_f32(n, -2.0, 2.0);
+        let b = rng.vec_f32(n, -2.0, 2.0);
+        let p = sqdiff::SqDiffParams::mean(n, 3.0);
+        let (ab, bb) = (gpu.buffer_from("a", bytes(&a)), gpu.buffer_from("b", bytes(&b)));
+        let partials = gpu.buffer_zeroed("partials", 4 * p.partials() as u64);
+        let first = Step::new::<sqdiff::Forward>(gpu, lib, &p, &[&ab, &bb, &partials]).unwrap();
+        let (got_partials, got_loss) = run_loss(first, &partials, p.partials(), 1);
+        let mut want_partials = vec![0.0; p.partials()];
+        sqdiff::forward(&p, &to_f64(&a), &to_f64(&b), &mut want_partials);
+        assert_close(&format!("sqdiff.forward partials {n}"), &got_partials, &want_partials, &[p.partials()], 1e-6, 1e-5);
+        let want_loss = sqdiff::loss(&p, &to_f64(&a), &to_f64(&b));
+        assert_close(&format!("sqdiff + reduce.sum loss {n}"), &[got_loss], &[want_loss], &[1], 0.0, 1e-5);
+
+        for accumulate in [false, true] {
+            let p = p.with_accumulate(accumulate);
+            let initial = rng.vec_f32(n, -1.0, 1.0);
+            let got = run_once::<sqdiff::Backward>(gpu, lib, &p, &[bytes(&a), bytes(&b), bytes(&initial)]).unwrap();
+            let mut want = to_f64(&initial);
+            sqdiff::backward(&p, &to_f64(&a), &to_f64(&b), &mut want);
+            let what = format!("sqdiff.backward {n} accumulate={accumulate}");
+            assert_close(&what, &floats(&got[0]), &want, &[n], ELEM_TOL, ELEM_TOL);
+        }
+    }
+}
+
+#[test]
+fn reduce_sum_matches_cpu_for_many_partials() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    for (n, seed) in [(1usize, 80u64), (255, 81), (257, 82), (40_000, 83)] {
+        let mut rng = Rng::new(seed);
+        let partials = rng.vec_f32(n, 0.0, 10.0);
+        let p = reduce::ReduceParams::new(n, 2);
+        let got = run_once::<reduce::Sum>(gpu, lib, &p, &[bytes(&partials), &zeros(3)]).unwrap();
+        let mut want = vec![0.0; 3];
+        reduce::sum(&p, &to_f64(&partials), &mut want);
+        assert_close(&format!("reduce.sum {n}"), &floats(&got[0]), &want, &[3], 0.0, 1e-6);
+    }
+}
+
+#[test]
+fn total_variation_loss_and_gradient_match_cpu_with_equal_neighbours() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    for (h, w, c, ties, seed) in [
+        (1usize, 1usize, 3usize, false, 90u64),
+        (1, 7, 3, true, 91),
+        (7, 5, 3, true, 92),
+        (13, 11, 4, false, 93),
+        (64, 64, 3, true, 94),
+        (256, 256, 3, false, 95),
+    ] {
+        let mut rng = Rng::new(seed);
+        let p = tv::TvParams::new(h, w, c, 0.5);
+        let image = if ties { rng.vec_ties(p.len(), 0, 2) } else { rng.vec_f32(p.len(), -100.0, 100.0) };
+        let ib = gpu.buffer_from("image", bytes(&image));
+        let partials = gpu.buffer_zeroed("partials", 4 * p.partials() as u64);
+        let first = Step::new::<tv::Forward>(gpu, lib, &p, &[&ib, &partials]).unwrap();
+        let (got_partials, got_loss) = run_loss(first, &partials, p.partials(), 0);
+        let mut want_partials = vec![0.0; p.partials()];
+        tv::forward(&p, &to_f64(&image), &mut want_partials);
+        let what = format!("tv.forward partials {h}x{w}x{c} ties={ties}");
+        assert_close(&what, &got_partials, &want_partials, &[p.partials()], 1e-6, 1e-5);
+        let want_loss = tv::loss(&p, &to_f64(&image));
+        assert_close(&format!("tv + reduce.sum loss {h}x{w}x{c}"), &[got_loss], &[want_loss], &[1], 1e-6, 1e-5);
+
+        for accumulate in [false, true] {
+            let p = p.with_accumulate(accumulate);
+            let initial = rng.vec_f32(p.len(), -1.0, 1.0);
+            let got = run_once::<tv::Backward>(gpu, lib, &p, &[bytes(&image), bytes(&initial)]).unwrap();
+            let mut want = to_f64(&initial);
+            tv::backward(&p, &to_f64(&image), &mut want);
+            let what = format!("tv.backward {h}x{w}x{c} ties={ties} accumulate={accumulate}");
+            assert_close(&what, &floats(&got[0]), &want, &[h, w, c], ELEM_TOL, ELEM_TOL);
+        }
+    }
+}
+
+#[test]
+fn total_variation_gradient_is_zero_on_a_flat_image() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let p = tv::TvParams::new(5, 6, 3, 1.0);
+    let flat = vec![42.0f32; p.len()];
+    let got = run_once::<tv::Backward>(gpu, lib, &p, &[bytes(&flat), &zeros(p.len())]).unwrap();
+    assert!(floats(&got[0]).iter().all(|&g| g == 0.0), "equal neighbours must give gradient 0");
+}
+
+#[test]
+fn adam_steps_match_cpu_over_several_iterations() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    for (n, seed) in [(1usize, 100u64), (3, 101), (1000, 102), (256 * 256 * 3, 103)] {
+        let mut rng = Rng::new(seed);
+        let config = adam::AdamConfig { lr: 0.5, ..Default::default() };
+        let mut x = rng.vec_f32(n, -100.0, 100.0);
+        let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let (mut x64, mut m64, mut v64) = (to_f64(&x), vec![0.0f64; n], vec![0.0f64; n]);
+        for t in 1..=3 {
+            // Some gradients exactly 0, some tiny, some large.
+            let grad: Vec<f32> = rng.vec_f32(n, -1.0, 1.0).iter().enumerate().map(|(i, g)| match i % 4 {
+                0 => 0.0,
+                1 => g * 1e-6,
+                2 => g * 1e3,
+                _ => *g,
+            }).collect();
+            let p = AdamParams::at_step(n, &config, t);
+            // m and v are differences of terms that can be far larger than the result: f32 rounds
+            // each term to within eps of its own size, so the bound scales with the terms.
+            let eps = f32::EPSILON as f64;
+            let m_bound: Vec<f64> = (0..n).map(|i| 2.0 * eps * (0.9 * m64[i].abs() + 0.1 * (grad[i] as f64).abs())).collect();
+            let out = run_once::<adam::Step>(gpu, lib, &p, &[bytes(&grad), bytes(&x), bytes(&m), bytes(&v)]).unwrap();
+            adam::step(&p, &to_f64(&grad), &mut x64, &mut m64, &mut v64);
+            // Compare, then continue both from the GPU state so that errors do not compound.
+            x = floats(&out[0]);
+            m = floats(&out[1]);
+            v = floats(&out[2]);
+            assert_close(&format!("adam.step x {n} t={t}"), &x, &x64, &[n], 1e-5, 1e-6);
+            assert_close_bound(&format!("adam.step m {n} t={t}"), &m, &m64, &[n], |i| m_bound[i], 1e-6);
+            assert_close(&format!("adam.step v {n} t={t}"), &v, &v64, &[n], 1e-12, 1e-6);
+            x64 = to_f64(&x);
+            m64 = to_f64(&m);
+            v64 = to_f64(&v);
+        }
+    }
+}
+
+#[test]
+fn image_conversion_to_the_network_and_back_matches_cpu() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    for (pixels, seed) in [(1usize, 110u64), (3, 111), (1000, 112), (256 * 256, 113)] {
+        let mut rng = Rng::new(seed);
+        let rgba: Vec<u32> = (0..pixels).map(|_| rng.next_u64() as u32).collect();
+        let p = image::ImageParams::new(pixels);
+        let got = run_once::<image::ToNetwork>(gpu, lib, &p, &[bytemuck::cast_slice(&rgba), &zeros(p.network_len())])
+            .unwrap();
+        let net = floats(&got[0]);
+        let mut want = vec![0.0f64; p.network_len()];
+        image::to_network(&p, &rgba, &mut want);
+        assert_close(&format!("image.to_network {pixels}"), &net, &want, &[pixels, 3], ELEM_TOL, ELEM_TOL);
+
+        // Back, including values far outside 0..255 and exact halves.
+        let mut net_in = net.clone();
+        for (i, v) in net_in.iter_mut().enumerate() {
+            match i % 5 {
+                0 => *v += 400.0,
+                1 => *v -= 400.0,
+                2 => *v += 0.5,
+                3 => *v += rng.uniform(-0.49, 0.49) as f32,
+                _ => {}
+            }
+        }
+        let got = run_once::<image::FromNetwork>(gpu, lib, &p, &[bytes(&net_in), &zeros(pixels)]).unwrap();
+        let got: Vec<u32> = bytemuck::cast_slice(&got[0]).to_vec();
+        let mut want = vec![0u32; pixels];
+        image::from_network(&p, &net_in, &mut want);
+        assert_same_u32(&format!("image.from_network {pixels}"), &got, &want);
+    }
+}
+
+#[test]
+fn image_round_trip_restores_every_rgb_byte_and_sets_alpha_opaque() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let rgba: Vec<u32> = (0..=255u32).map(|v| image::pack_rgba([v as u8, (255 - v) as u8, (v * 7) as u8, 3])).collect();
+    let p = image::ImageParams::new(rgba.len());
+    let net = run_once::<image::ToNetwork>(gpu, lib, &p, &[bytemuck::cast_slice(&rgba), &zeros(p.network_len())])
+        .unwrap();
+    let back = run_once::<image::FromNetwork>(gpu, lib, &p, &[&net[0], &zeros(rgba.len())]).unwrap();
+    let back: Vec<u32> = bytemuck::cast_slice(&back[0]).to_vec();
+    let want: Vec<u32> = rgba.iter().map(|v| v | 0xff00_0000).collect();
+    assert_same_u32("image round trip", &back, &want);
+}
