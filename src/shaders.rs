@@ -31,11 +31,18 @@ shader_files!(
 
 /// Parses and validates WGSL with naga, the front end wgpu itself uses. The error message is naga's,
 /// with the line and column in `file`.
-pub fn validate(file: &str, source: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
-    let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string_with_path(source, file))?;
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
-        .validate(&module)
+pub fn validate(
+    file: &str,
+    source: &str,
+) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
+    let module = naga::front::wgsl::parse_str(source)
         .map_err(|e| e.emit_to_string_with_path(source, file))?;
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::default(),
+    )
+    .validate(&module)
+    .map_err(|e| e.emit_to_string_with_path(source, file))?;
     Ok((module, info))
 }
 

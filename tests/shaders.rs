@@ -28,8 +28,17 @@ fn every_wgsl_file_in_shaders_validates_with_naga() {
             broken.push(format!("{name}:\n{message}"));
         }
     }
-    assert!(count > 0, "no .wgsl files found in {}", shader_dir().display());
-    assert!(broken.is_empty(), "{} of {count} shader files are broken:\n\n{}", broken.len(), broken.join("\n\n"));
+    assert!(
+        count > 0,
+        "no .wgsl files found in {}",
+        shader_dir().display()
+    );
+    assert!(
+        broken.is_empty(),
+        "{} of {count} shader files are broken:\n\n{}",
+        broken.len(),
+        broken.join("\n\n")
+    );
 }
 
 #[test]
@@ -50,14 +59,22 @@ fn every_file_in_shaders_is_embedded_and_every_embedded_file_exists() {
         .unwrap()
         .filter_map(|e| {
             let path = e.unwrap().path();
-            (path.extension()? == "wgsl").then(|| path.file_stem().unwrap().to_string_lossy().into_owned())
+            (path.extension()? == "wgsl")
+                .then(|| path.file_stem().unwrap().to_string_lossy().into_owned())
         })
         .collect();
     for name in &on_disk {
-        assert!(shaders::FILES.iter().any(|f| &f.name == name), "shaders/{name}.wgsl is not in shaders::FILES");
+        assert!(
+            shaders::FILES.iter().any(|f| &f.name == name),
+            "shaders/{name}.wgsl is not in shaders::FILES"
+        );
     }
     for file in shaders::FILES {
-        assert!(on_disk.contains(&file.name.to_string()), "{} is embedded but missing on disk", file.path());
+        assert!(
+            on_disk.contains(&file.name.to_string()),
+            "{} is embedded but missing on disk",
+            file.path()
+        );
     }
 }
 
@@ -73,11 +90,15 @@ fn used_bindings(
         if function[handle].is_empty() {
             continue;
         }
-        let Some(binding) = &var.binding else { continue };
+        let Some(binding) = &var.binding else {
+            continue;
+        };
         assert_eq!(binding.group, 0, "{:?} is not in group 0", var.name);
         let (uniform, access) = match var.space {
             naga::AddressSpace::Uniform => (true, Access::Read),
-            naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => {
+            naga::AddressSpace::Storage { access }
+                if access.contains(naga::StorageAccess::STORE) =>
+            {
                 (false, Access::ReadWrite)
             }
             naga::AddressSpace::Storage { .. } => (false, Access::Read),
@@ -108,19 +129,31 @@ fn check_entry(entry: &EntryPoint) -> Result<(), String> {
         return Err("not a compute entry point".into());
     }
     if ep.workgroup_size != [entry.workgroup_size, 1, 1] {
-        return Err(format!("workgroup size {:?} in WGSL, {} in Rust", ep.workgroup_size, entry.workgroup_size));
+        return Err(format!(
+            "workgroup size {:?} in WGSL, {} in Rust",
+            ep.workgroup_size, entry.workgroup_size
+        ));
     }
     let mut used = used_bindings(&module, &info, index);
     let Some((true, _, Some(span))) = used.remove(&0) else {
         return Err("binding 0 is not a params uniform struct".into());
     };
     if span as usize != entry.params_bytes {
-        return Err(format!("params struct is {span} bytes in WGSL, {} in Rust", entry.params_bytes));
+        return Err(format!(
+            "params struct is {span} bytes in WGSL, {} in Rust",
+            entry.params_bytes
+        ));
     }
-    let declared: BTreeMap<u32, Access> = entry.bindings.iter().map(|b| (b.slot, b.access)).collect();
-    let in_shader: BTreeMap<u32, Access> = used.iter().map(|(&slot, &(_, access, _))| (slot, access)).collect();
+    let declared: BTreeMap<u32, Access> =
+        entry.bindings.iter().map(|b| (b.slot, b.access)).collect();
+    let in_shader: BTreeMap<u32, Access> = used
+        .iter()
+        .map(|(&slot, &(_, access, _))| (slot, access))
+        .collect();
     if declared != in_shader {
-        return Err(format!("bindings in Rust {declared:?}, used by the shader {in_shader:?}"));
+        return Err(format!(
+            "bindings in Rust {declared:?}, used by the shader {in_shader:?}"
+        ));
     }
     Ok(())
 }
@@ -131,7 +164,11 @@ fn every_kernel_description_matches_its_shader_bindings_workgroup_and_params() {
         .iter()
         .filter_map(|e| check_entry(e).err().map(|m| format!("{}: {m}", e.name())))
         .collect();
-    assert!(failures.is_empty(), "kernel descriptions disagree with shaders:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "kernel descriptions disagree with shaders:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -140,7 +177,9 @@ fn every_entry_point_of_every_shader_has_a_kernel_description() {
         let (module, _) = shaders::validate(&file.path(), file.source).unwrap();
         for ep in &module.entry_points {
             assert!(
-                nst::ops::ENTRY_POINTS.iter().any(|e| e.shader == file.name && e.entry == ep.name),
+                nst::ops::ENTRY_POINTS
+                    .iter()
+                    .any(|e| e.shader == file.name && e.entry == ep.name),
                 "{}: entry point {} is not in ops::ENTRY_POINTS",
                 file.path(),
                 ep.name

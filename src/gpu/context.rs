@@ -16,16 +16,28 @@ impl GpuOptions {
     /// Options from the environment: `NST_ADAPTER` and `NST_BACKEND`.
     pub fn from_env() -> Self {
         let var = |name| std::env::var(name).ok().filter(|s: &String| !s.is_empty());
-        GpuOptions { adapter: var("NST_ADAPTER"), backend: var("NST_BACKEND") }
+        GpuOptions {
+            adapter: var("NST_ADAPTER"),
+            backend: var("NST_BACKEND"),
+        }
     }
 
-    fn backends(&self) -> Result<wgpu::Backends> {
-        match self.backend.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None => Ok(wgpu::Backends::all()),
-            Some("vulkan") => Ok(wgpu::Backends::VULKAN),
-            Some("metal") => Ok(wgpu::Backends::METAL),
-            Some("dx12") => Ok(wgpu::Backends::DX12),
-            Some("gl") => Ok(wgpu::Backends::GL),
+    /// The backends to search, in order: without a choice, Vulkan, Metal and DX12 first, and GL
+    /// only when none of them has an adapter (probing GL also probes the window system, which
+    /// prints warnings on headless machines).
+    fn backends(&self) -> Result<Vec<wgpu::Backends>> {
+        let one = |b| Ok(vec![b]);
+        match self
+            .backend
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None => Ok(vec![wgpu::Backends::PRIMARY, wgpu::Backends::SECONDARY]),
+            Some("vulkan") => one(wgpu::Backends::VULKAN),
+            Some("metal") => one(wgpu::Backends::METAL),
+            Some("dx12") => one(wgpu::Backends::DX12),
+            Some("gl") => one(wgpu::Backends::GL),
             Some(other) => Err(Error::UnknownBackend(other.to_string())),
         }
     }
@@ -55,10 +67,18 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (device, backend)
 }
 
-fn instance(backends: wgpu::Backends) -> wgpu::Instance {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = backends;
-    wgpu::Instance::new(desc)
+/// The adapters of the first backend group in `options` that has any.
+fn enumerate(options: &GpuOptions) -> Result<Vec<wgpu::Adapter>> {
+    for backends in options.backends()? {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        if !adapters.is_empty() {
+            return Ok(adapters);
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// The hint printed when no adapter exists at all.
@@ -73,22 +93,16 @@ pub fn no_adapter_hint() -> String {
 }
 
 impl Gpu {
-    /// Every adapter wgpu finds for the options' backend, best first.
+    /// Every adapter wgpu finds for the options' backends, best first.
     pub fn adapters(options: &GpuOptions) -> Result<Vec<wgpu::AdapterInfo>> {
-        let instance = instance(options.backends()?);
-        let mut infos: Vec<_> = pollster::block_on(instance.enumerate_adapters(options.backends()?))
-            .iter()
-            .map(|a| a.get_info())
-            .collect();
+        let mut infos: Vec<_> = enumerate(options)?.iter().map(|a| a.get_info()).collect();
         infos.sort_by_key(rank);
         Ok(infos)
     }
 
     /// Opens the best adapter that matches `options`, with the adapter's own limits.
     pub fn new(options: &GpuOptions) -> Result<Gpu> {
-        let backends = options.backends()?;
-        let instance = instance(backends);
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let mut adapters = enumerate(options)?;
         let found: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
         if let Some(wanted) = &options.adapter {
             let wanted = wanted.to_lowercase();
@@ -121,9 +135,17 @@ impl Gpu {
             trace: wgpu::Trace::Off,
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-            Error::RequestDevice { adapter: info.name.clone(), message: e.to_string() }
+            Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            }
         })?;
-        Ok(Gpu { device, queue, info, limits })
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+        })
     }
 
     /// One line naming the adapter: name, type and backend.
@@ -141,28 +163,33 @@ impl Gpu {
         let validation = pollster::block_on(validation.pop());
         match memory.or(validation) {
             None => Ok(value),
-            Some(e) => Err(Error::Gpu { during: during.to_string(), message: e.to_string() }),
+            Some(e) => Err(Error::Gpu {
+                during: during.to_string(),
+                message: e.to_string(),
+            }),
         }
     }
 
     /// A storage buffer holding `contents`, usable as a kernel binding and for copies both ways.
     pub fn buffer_from(&self, label: &str, contents: &[u8]) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents,
-            usage: storage_usage(),
-        })
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: storage_usage(),
+            })
     }
 
     /// A uniform buffer holding a kernel's params, rewritable between submissions.
     pub fn params_buffer(&self, label: &str, contents: &[u8]) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
     }
 
     /// A zero-filled storage buffer of `bytes` bytes.
@@ -180,14 +207,19 @@ impl Gpu {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
-            .map_err(|e| Error::Device { during: during.to_string(), message: e.to_string() })
+            .map_err(|e| Error::Device {
+                during: during.to_string(),
+                message: e.to_string(),
+            })
     }
 
     /// Copies `buffers` back to the host in one submission, in order.
     pub fn read_buffers(&self, buffers: &[&wgpu::Buffer]) -> Result<Vec<Vec<u8>>> {
         let mut encoder = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("nst readback") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("nst readback"),
+            });
         let staging: Vec<wgpu::Buffer> = buffers
             .iter()
             .map(|b| {

@@ -13,7 +13,11 @@ pub fn fold_workgroups(kernel: &str, workgroups: u64, limit: u32) -> Result<[u32
     }
     let y = workgroups.div_ceil(limit64);
     if y > limit64 {
-        return Err(Error::DispatchTooLarge { kernel: kernel.to_string(), workgroups, limit });
+        return Err(Error::DispatchTooLarge {
+            kernel: kernel.to_string(),
+            workgroups,
+            limit,
+        });
     }
     let x = workgroups.div_ceil(y);
     Ok([x as u32, y as u32, 1])
@@ -50,7 +54,10 @@ mod tests {
             assert!(x <= 65535 && y <= 65535);
             let covered = x as u64 * y as u64;
             assert!(covered >= n, "{n}: {x}x{y} covers {covered}");
-            assert!(covered - n < y as u64, "{n}: {x}x{y} wastes more than one row");
+            assert!(
+                covered - n < y as u64,
+                "{n}: {x}x{y} wastes more than one row"
+            );
         }
     }
 

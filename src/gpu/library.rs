@@ -35,7 +35,9 @@ fn layout_entries(entry: &EntryPoint) -> Vec<wgpu::BindGroupLayoutEntry> {
             binding: b.slot,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: b.access == Access::Read },
+                ty: wgpu::BufferBindingType::Storage {
+                    read_only: b.access == Access::Read,
+                },
                 has_dynamic_offset: false,
                 min_binding_size: None,
             },
@@ -52,43 +54,52 @@ impl KernelLibrary {
         for file in shaders::FILES {
             let module = gpu
                 .scoped(&format!("compiling shaders/{}.wgsl", file.name), || {
-                    gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(file.name),
-                        source: wgpu::ShaderSource::Wgsl(file.source.into()),
-                    })
+                    gpu.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(file.name),
+                            source: wgpu::ShaderSource::Wgsl(file.source.into()),
+                        })
                 })
-                .map_err(|e| Error::Shader { file: file.path(), message: e.to_string() })?;
+                .map_err(|e| Error::Shader {
+                    file: file.path(),
+                    message: e.to_string(),
+                })?;
             modules.insert(file.name, module);
         }
         let mut pipelines = HashMap::new();
         for entry in crate::ops::ENTRY_POINTS {
             let name = entry.name();
-            let module = modules.get(entry.shader).ok_or_else(|| Error::UnknownKernel {
-                kernel: name.clone(),
-                message: format!("no file shaders/{}.wgsl is registered", entry.shader),
-            })?;
+            let module = modules
+                .get(entry.shader)
+                .ok_or_else(|| Error::UnknownKernel {
+                    kernel: name.clone(),
+                    message: format!("no file shaders/{}.wgsl is registered", entry.shader),
+                })?;
             let compiled = gpu
                 .scoped(&format!("building the pipeline {name}"), || {
                     let layout =
-                        gpu.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                            label: Some(&name),
-                            entries: &layout_entries(entry),
-                        });
+                        gpu.device
+                            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                                label: Some(&name),
+                                entries: &layout_entries(entry),
+                            });
                     let pipeline_layout =
-                        gpu.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                            label: Some(&name),
-                            bind_group_layouts: &[Some(&layout)],
-                            immediate_size: 0,
-                        });
+                        gpu.device
+                            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                                label: Some(&name),
+                                bind_group_layouts: &[Some(&layout)],
+                                immediate_size: 0,
+                            });
                     let pipeline =
-                        gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                            label: Some(&name),
-                            layout: Some(&pipeline_layout),
-                            module,
-                            entry_point: Some(entry.entry),
-                            compilation_options: Default::default(),
-                            cache: None,
-                        });
+                        gpu.device
+                            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                                label: Some(&name),
+                                layout: Some(&pipeline_layout),
+                                module,
+                                entry_point: Some(entry.entry),
+                                compilation_options: Default::default(),
+                                cache: None,
+                            });
                     Compiled { pipeline, layout }
                 })
                 .map_err(|e| Error::Shader {
@@ -101,10 +112,12 @@ impl KernelLibrary {
     }
 
     fn get(&self, entry: &EntryPoint) -> Result<&Compiled> {
-        self.pipelines.get(&(entry.shader, entry.entry)).ok_or_else(|| Error::UnknownKernel {
-            kernel: entry.name(),
-            message: "not in crate::ops::ENTRY_POINTS".to_string(),
-        })
+        self.pipelines
+            .get(&(entry.shader, entry.entry))
+            .ok_or_else(|| Error::UnknownKernel {
+                kernel: entry.name(),
+                message: "not in crate::ops::ENTRY_POINTS".to_string(),
+            })
     }
 }
 
@@ -136,7 +149,10 @@ impl Step {
     ) -> Result<Step> {
         let entry = K::ENTRY;
         let name = entry.name();
-        let shape_error = |message: String| Error::Shape { kernel: name.clone(), message };
+        let shape_error = |message: String| Error::Shape {
+            kernel: name.clone(),
+            message,
+        };
         if buffers.len() != entry.bindings.len() {
             let names: Vec<_> = entry.bindings.iter().map(|b| b.name).collect();
             return Err(shape_error(format!(
@@ -151,7 +167,10 @@ impl Step {
         for ((binding, buffer), len) in entry.bindings.iter().zip(buffers).zip(&lens) {
             let needed = len * 4;
             if needed == 0 {
-                return Err(shape_error(format!("binding {} would be empty", binding.name)));
+                return Err(shape_error(format!(
+                    "binding {} would be empty",
+                    binding.name
+                )));
             }
             check_binding(&name, binding.name, needed, limit)?;
             if buffer.size() < needed {
@@ -175,7 +194,10 @@ impl Step {
             resource: params_buffer.as_entire_binding(),
         }];
         entries.extend(entry.bindings.iter().zip(buffers).map(|(b, buffer)| {
-            wgpu::BindGroupEntry { binding: b.slot, resource: buffer.as_entire_binding() }
+            wgpu::BindGroupEntry {
+                binding: b.slot,
+                resource: buffer.as_entire_binding(),
+            }
         }));
         let bind_group = gpu.scoped(&format!("binding buffers to {name}"), || {
             gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -184,13 +206,20 @@ impl Step {
                 entries: &entries,
             })
         })?;
-        Ok(Step { name, pipeline: compiled.pipeline.clone(), bind_group, params: params_buffer, workgroups })
+        Ok(Step {
+            name,
+            pipeline: compiled.pipeline.clone(),
+            bind_group,
+            params: params_buffer,
+            workgroups,
+        })
     }
 
     /// Replaces the params (same kernel, same shape), for values that change between iterations
     /// such as Adam's step count. The write lands before the next submitted command buffer.
     pub fn write_params<P: bytemuck::Pod>(&self, gpu: &Gpu, params: &P) {
-        gpu.queue.write_buffer(&self.params, 0, &padded_params(params));
+        gpu.queue
+            .write_buffer(&self.params, 0, &padded_params(params));
     }
 
     /// Records the dispatch into a compute pass.
@@ -215,8 +244,9 @@ impl Step {
 /// Records `steps` in order into one compute pass of one command encoder and submits it.
 pub fn submit(gpu: &Gpu, label: &str, steps: &[&Step]) -> Result<()> {
     gpu.scoped(&format!("running {label}"), || {
-        let mut encoder =
-            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(label),
@@ -244,7 +274,11 @@ pub fn run_once<K: Kernel>(
     if inputs.len() != entry.bindings.len() {
         return Err(Error::Shape {
             kernel: name,
-            message: format!("expects {} inputs, got {}", entry.bindings.len(), inputs.len()),
+            message: format!(
+                "expects {} inputs, got {}",
+                entry.bindings.len(),
+                inputs.len()
+            ),
         });
     }
     let buffers: Vec<wgpu::Buffer> = entry

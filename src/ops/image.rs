@@ -22,7 +22,12 @@ impl ImageParams {
     /// `pixels` pixels with VGG19's mean.
     pub fn new(pixels: usize) -> Self {
         let [mean_r, mean_g, mean_b] = VGG_MEAN_RGB;
-        ImageParams { pixels: pixels as u32, mean_r, mean_g, mean_b }
+        ImageParams {
+            pixels: pixels as u32,
+            mean_r,
+            mean_g,
+            mean_b,
+        }
     }
     /// Elements of the network-side image: 3 per pixel, BGR.
     pub fn network_len(&self) -> usize {

@@ -16,7 +16,10 @@ pub struct ReduceParams {
 
 impl ReduceParams {
     pub fn new(len: usize, slot: usize) -> Self {
-        ReduceParams { len: len as u32, slot: slot as u32 }
+        ReduceParams {
+            len: len as u32,
+            slot: slot as u32,
+        }
     }
 }
 

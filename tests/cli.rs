@@ -1,0 +1,61 @@
+//! The binary's adapter selection, through the real executable.
+
+use std::process::Command;
+
+fn nst(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nst"))
+        .args(args)
+        .env_remove("NST_ADAPTER")
+        .env_remove("NST_BACKEND")
+        .output()
+        .expect("nst runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn info_lists_the_adapters_and_compiles_every_kernel_on_the_chosen_one() {
+    let (ok, stdout, stderr) = nst(&["info"]);
+    assert!(ok, "nst info failed: {stderr}");
+    assert!(stdout.contains("adapters found"), "{stdout}");
+    assert!(stdout.contains("chosen: "), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "kernels: {} compiled",
+            nst::ops::ENTRY_POINTS.len()
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_adapter_name_that_matches_nothing_fails_with_the_adapters_found() {
+    let (ok, _, stderr) = nst(&["info", "--adapter", "no-such-adapter-anywhere"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("no GPU adapter found matching \"no-such-adapter-anywhere\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("adapters found:"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_backend_is_refused_with_the_choices() {
+    let (ok, _, stderr) = nst(&["info", "--backend", "glide"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("unknown backend \"glide\": use vulkan, metal, dx12 or gl"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_vulkan_backend_can_be_chosen_by_name() {
+    let (ok, stdout, stderr) = nst(&["info", "--backend", "vulkan"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("Vulkan"), "{stdout}");
+}
