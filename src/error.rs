@@ -62,6 +62,18 @@ pub enum Error {
     #[error("GPU error while {during}: {message}")]
     Gpu { during: String, message: String },
 
+    /// A weight file that is missing, unreadable or not what nst expects.
+    #[error("weights {origin}: {message}")]
+    Weights { origin: String, message: String },
+
+    /// A layer name that VGG19 does not have (as nst names them).
+    #[error("unknown layer {name:?}: {hint}")]
+    UnknownLayer { name: String, hint: String },
+
+    /// An image too small or too large for the network or the adapter.
+    #[error("image size {height}x{width}: {message}")]
+    ImageSize { height: usize, width: usize, message: String },
+
     /// Waiting for the device or mapping a buffer failed.
     #[error("GPU device lost or stalled while {during}: {message}")]
     Device { during: String, message: String },

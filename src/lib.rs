@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod gpu;
+pub mod net;
 pub mod ops;
 pub mod real;
 pub mod shaders;

@@ -1,0 +1,403 @@
+//! The tape: the ops of one iteration (VGG19 truncated after the deepest layer a loss reads, the
+//! Gram matrices and the loss heads) recorded once per image size as data, and the backward ops
+//! derived from it in reverse, with `=` for the first gradient written into a tensor and `+=` for
+//! every later one. The GPU engine and the CPU reference both execute the same tape.
+
+use std::collections::HashMap;
+
+use super::vgg::{layer_position, layers, min_side, Layer, Pooling, CONVS};
+use crate::error::{Error, Result};
+use crate::ops::conv3x3::Conv3x3Params;
+use crate::ops::gram::GramParams;
+use crate::ops::maxpool2::Pool2Params;
+use crate::ops::relu::ReluParams;
+use crate::ops::sqdiff::SqDiffParams;
+use crate::ops::tv::TvParams;
+
+/// Index of a tensor in [`Tape::tensors`].
+pub type TensorId = usize;
+
+/// What a tensor holds; decides whether it gets a buffer of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TensorKind {
+    /// The image being optimised, in the network's input convention.
+    Image,
+    /// A layer output that backward reads (a ReLU output: its mask, a pool's or Gram's input, a
+    /// content feature) or that a loss reads.
+    Activation,
+    /// A pool output that only the next conv reads: all of them share one buffer.
+    Transient,
+    /// A Gram matrix.
+    Gram,
+    /// A loss target (content features or style Gram), written once per render.
+    Target,
+    /// The gradient of another tensor.
+    Grad,
+    /// The ReLU-masked output gradient of a conv, consumed at once: all convs share one buffer.
+    Masked,
+}
+
+/// One tensor of the tape.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub name: String,
+    /// Elements (f32).
+    pub len: usize,
+    pub kind: TensorKind,
+    /// Height, width and channels, for maps; `(channels, channels, 1)` for Gram matrices.
+    pub shape: (usize, usize, usize),
+}
+
+/// A forward op.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Conv with fused ReLU; `conv` indexes [`CONVS`].
+    Conv { conv: usize, input: TensorId, output: TensorId, params: Conv3x3Params },
+    MaxPool { input: TensorId, output: TensorId, params: Pool2Params },
+    AvgPool { input: TensorId, output: TensorId, params: Pool2Params },
+    Gram { input: TensorId, output: TensorId, params: GramParams },
+    /// A loss head: `losses[slot] = params.scale * sum (input - target)^2`.
+    SqDiff { input: TensorId, target: TensorId, slot: usize, params: SqDiffParams },
+    /// The TV head on the image: `losses[slot] = params.scale * TV(input)`.
+    Tv { input: TensorId, slot: usize, params: TvParams },
+}
+
+/// A backward op; `params.accumulate` says `=` or `+=` into the gradient it writes.
+#[derive(Clone, Debug)]
+pub enum BackOp {
+    SqDiff { input: TensorId, target: TensorId, grad: TensorId, params: SqDiffParams },
+    Tv { input: TensorId, grad: TensorId, params: TvParams },
+    Gram { features: TensorId, grad_gram: TensorId, grad_features: TensorId, params: GramParams },
+    MaxPool { input: TensorId, grad_output: TensorId, grad_input: TensorId, params: Pool2Params },
+    AvgPool { grad_output: TensorId, grad_input: TensorId, params: Pool2Params },
+    /// ReLU's mask from the conv output, into the shared masked-gradient tensor.
+    Relu { output: TensorId, grad_output: TensorId, masked: TensorId, params: ReluParams },
+    ConvInput { conv: usize, masked: TensorId, grad_input: TensorId, params: Conv3x3Params },
+}
+
+/// Which term of the loss a slot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossKind {
+    Content,
+    Style,
+    Tv,
+}
+
+/// One slot of the loss buffer.
+#[derive(Clone, Debug)]
+pub struct LossTerm {
+    pub kind: LossKind,
+    /// The layer it reads (`relu4_2`), or `image` for TV.
+    pub layer: String,
+    /// The target tensor (content features or style Gram), none for TV.
+    pub target: Option<TensorId>,
+    /// The tensor whose value becomes the target: the layer output or its Gram.
+    pub source: TensorId,
+}
+
+/// What one iteration computes.
+#[derive(Clone, Debug)]
+pub struct LossSpec {
+    pub height: usize,
+    pub width: usize,
+    pub pooling: Pooling,
+    /// (layer, weight): `weight * mean((F - P)^2)` per layer.
+    pub content: Vec<(String, f64)>,
+    /// (layer, weight): `weight * mean((G - A)^2)` per layer, over the C x C Gram entries.
+    pub style: Vec<(String, f64)>,
+    /// Weight of the TV term: `tv * sum |neighbour differences|`.
+    pub tv: f64,
+}
+
+/// The recorded iteration.
+#[derive(Clone, Debug)]
+pub struct Tape {
+    pub spec: LossSpec,
+    pub tensors: Vec<TensorInfo>,
+    pub image: TensorId,
+    pub forward: Vec<Op>,
+    pub backward: Vec<BackOp>,
+    /// The gradient of each tensor that receives one.
+    pub grads: HashMap<TensorId, TensorId>,
+    pub losses: Vec<LossTerm>,
+    /// Layer outputs by name (`relu1_1`, `pool1`, ...), up to the deepest layer used.
+    pub outputs: Vec<(String, TensorId)>,
+}
+
+/// Bytes of GPU memory an engine for one tape needs, computed before anything is allocated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryReport {
+    pub weights: u64,
+    pub activations: u64,
+    pub gradients: u64,
+    pub targets: u64,
+    /// Shared buffers (pool outputs, masked gradients, loss partials), Adam's moments, image I/O.
+    pub other: u64,
+    /// The largest single buffer, which must fit the adapter's storage binding limit.
+    pub largest_buffer: u64,
+}
+
+impl MemoryReport {
+    pub fn total(&self) -> u64 {
+        self.weights + self.activations + self.gradients + self.targets + self.other
+    }
+}
+
+impl Tape {
+    fn add(&mut self, name: String, kind: TensorKind, shape: (usize, usize, usize)) -> TensorId {
+        self.tensors.push(TensorInfo { name, len: shape.0 * shape.1 * shape.2, kind, shape });
+        self.tensors.len() - 1
+    }
+
+    fn grad_of(&mut self, t: TensorId) -> TensorId {
+        if let Some(&g) = self.grads.get(&t) {
+            return g;
+        }
+        let info = self.tensors[t].clone();
+        let g = self.add(format!("d {}", info.name), TensorKind::Grad, info.shape);
+        self.grads.insert(t, g);
+        g
+    }
+
+    /// Records the iteration `spec` describes.
+    pub fn build(spec: &LossSpec) -> Result<Tape> {
+        let (h, w) = (spec.height, spec.width);
+        let mut used: Vec<(&str, usize)> = Vec::new();
+        for (name, _) in spec.content.iter().chain(&spec.style) {
+            used.push((name, layer_position(name)?));
+        }
+        for (name, _) in &used {
+            let side = min_side(name)?;
+            if h < side || w < side {
+                return Err(Error::ImageSize {
+                    height: h,
+                    width: w,
+                    message: format!("layer {name} needs at least {side}x{side} pixels"),
+                });
+            }
+        }
+        if h == 0 || w == 0 {
+            return Err(Error::ImageSize { height: h, width: w, message: "the image is empty".into() });
+        }
+        let deepest = used.iter().map(|&(_, p)| p).max();
+
+        let mut tape = Tape {
+            spec: spec.clone(),
+            tensors: Vec::new(),
+            image: 0,
+            forward: Vec::new(),
+            backward: Vec::new(),
+            grads: HashMap::new(),
+            losses: Vec::new(),
+            outputs: Vec::new(),
+        };
+        tape.image = tape.add("image".into(), TensorKind::Image, (h, w, 3));
+
+        // The network, truncated after the deepest layer a loss reads.
+        let loss_layers: Vec<&str> = used.iter().map(|&(n, _)| n).collect();
+        let (mut current, mut ch, mut cw, mut cc) = (tape.image, h, w, 3);
+        for (position, layer) in layers().into_iter().enumerate() {
+            if deepest.is_none_or(|d| position > d) {
+                break;
+            }
+            let name = layer.output_name();
+            match layer {
+                Layer::Conv(i) => {
+                    let c = CONVS[i];
+                    let output = tape.add(name.clone(), TensorKind::Activation, (ch, cw, c.out_channels));
+                    let params = Conv3x3Params::new(ch, cw, c.in_channels, c.out_channels).with_relu(true);
+                    tape.forward.push(Op::Conv { conv: i, input: current, output, params });
+                    current = output;
+                    cc = c.out_channels;
+                }
+                Layer::Pool(_) => {
+                    let params = Pool2Params::new(ch, cw, cc);
+                    let (oh, ow) = (params.out_height(), params.out_width());
+                    let kind = if loss_layers.contains(&name.as_str()) { TensorKind::Activation } else { TensorKind::Transient };
+                    let output = tape.add(name.clone(), kind, (oh, ow, cc));
+                    tape.forward.push(match spec.pooling {
+                        Pooling::Max => Op::MaxPool { input: current, output, params },
+                        Pooling::Avg => Op::AvgPool { input: current, output, params },
+                    });
+                    current = output;
+                    (ch, cw) = (oh, ow);
+                }
+            }
+            tape.outputs.push((name, current));
+        }
+        let output = |tape: &Tape, name: &str| tape.outputs.iter().find(|(n, _)| n == name).map(|&(_, t)| t).unwrap();
+
+        // Loss heads.
+        for (name, weight) in &spec.content {
+            let input = output(&tape, name);
+            let info = tape.tensors[input].clone();
+            let target = tape.add(format!("content target {name}"), TensorKind::Target, info.shape);
+            let slot = tape.losses.len();
+            let params = SqDiffParams::mean(info.len, *weight);
+            tape.forward.push(Op::SqDiff { input, target, slot, params });
+            tape.losses.push(LossTerm { kind: LossKind::Content, layer: name.clone(), target: Some(target), source: input });
+        }
+        for (name, weight) in &spec.style {
+            let input = output(&tape, name);
+            let (fh, fw, c) = tape.tensors[input].shape;
+            let gram = tape.add(format!("gram {name}"), TensorKind::Gram, (c, c, 1));
+            tape.forward.push(Op::Gram { input, output: gram, params: GramParams::new(fh, fw, c) });
+            let target = tape.add(format!("style target {name}"), TensorKind::Target, (c, c, 1));
+            let slot = tape.losses.len();
+            let params = SqDiffParams::mean(c * c, *weight);
+            tape.forward.push(Op::SqDiff { input: gram, target, slot, params });
+            tape.losses.push(LossTerm { kind: LossKind::Style, layer: name.clone(), target: Some(target), source: gram });
+        }
+        if spec.tv != 0.0 {
+            let slot = tape.losses.len();
+            let params = TvParams::new(h, w, 3, spec.tv as f32);
+            tape.forward.push(Op::Tv { input: tape.image, slot, params });
+            tape.losses.push(LossTerm { kind: LossKind::Tv, layer: "image".into(), target: None, source: tape.image });
+        }
+
+        tape.record_backward();
+        Ok(tape)
+    }
+
+    /// Derives the backward ops from the forward ones, in reverse. A gradient's first writer
+    /// overwrites it; later writers add to it (a style layer's features get the Gram loss's
+    /// gradient and the next conv's).
+    fn record_backward(&mut self) {
+        let mut written: HashMap<TensorId, bool> = HashMap::new();
+        let mut first = |t: TensorId| written.insert(t, true).is_none();
+        let has = |grads: &HashMap<TensorId, TensorId>, t: TensorId| grads.contains_key(&t);
+        let mut masked = None;
+        let mut backward = Vec::new();
+        for op in self.forward.clone().iter().rev() {
+            match *op {
+                Op::SqDiff { input, target, params, .. } => {
+                    let grad = self.grad_of(input);
+                    let params = params.with_accumulate(!first(grad));
+                    backward.push(BackOp::SqDiff { input, target, grad, params });
+                }
+                Op::Tv { input, params, .. } => {
+                    let grad = self.grad_of(input);
+                    let params = params.with_accumulate(!first(grad));
+                    backward.push(BackOp::Tv { input, grad, params });
+                }
+                Op::Gram { input, output, params } if has(&self.grads, output) => {
+                    let grad_gram = self.grads[&output];
+                    let grad_features = self.grad_of(input);
+                    let params = params.with_accumulate(!first(grad_features));
+                    backward.push(BackOp::Gram { features: input, grad_gram, grad_features, params });
+                }
+                Op::MaxPool { input, output, params } if has(&self.grads, output) => {
+                    let grad_output = self.grads[&output];
+                    let grad_input = self.grad_of(input);
+                    let params = params.with_accumulate(!first(grad_input));
+                    backward.push(BackOp::MaxPool { input, grad_output, grad_input, params });
+                }
+                Op::AvgPool { input, output, params } if has(&self.grads, output) => {
+                    let grad_output = self.grads[&output];
+                    let grad_input = self.grad_of(input);
+                    let params = params.with_accumulate(!first(grad_input));
+                    backward.push(BackOp::AvgPool { grad_output, grad_input, params });
+                }
+                Op::Conv { conv, input, output, params } if has(&self.grads, output) => {
+                    let grad_output = self.grads[&output];
+                    let len = self.tensors[output].len;
+                    let m = *masked.get_or_insert_with(|| self.add("masked gradient".into(), TensorKind::Masked, (len, 1, 1)));
+                    if self.tensors[m].len < len {
+                        self.tensors[m].len = len;
+                        self.tensors[m].shape = (len, 1, 1);
+                    }
+                    backward.push(BackOp::Relu { output, grad_output, masked: m, params: ReluParams::new(len) });
+                    let grad_input = self.grad_of(input);
+                    let params = params.with_relu(false).with_accumulate(!first(grad_input));
+                    backward.push(BackOp::ConvInput { conv, masked: m, grad_input, params });
+                }
+                _ => {}
+            }
+        }
+        self.backward = backward;
+    }
+
+    /// The gradient of the total loss with respect to the image, if any loss reaches it.
+    pub fn image_grad(&self) -> Option<TensorId> {
+        self.grads.get(&self.image).copied()
+    }
+
+    /// The tensor holding layer `name`'s output.
+    pub fn output(&self, name: &str) -> Option<TensorId> {
+        self.outputs.iter().find(|(n, _)| n == name).map(|&(_, t)| t)
+    }
+
+    /// Element counts of the buffers an engine allocates, one per tensor except that all
+    /// [`TensorKind::Transient`] tensors share one buffer and all [`TensorKind::Masked`] ones
+    /// another. Returns (buffer of each tensor, length of each buffer).
+    pub fn buffer_plan(&self) -> (Vec<usize>, Vec<usize>) {
+        let mut of_tensor = Vec::with_capacity(self.tensors.len());
+        let mut lens: Vec<usize> = Vec::new();
+        let mut shared: HashMap<TensorKind, usize> = HashMap::new();
+        for t in &self.tensors {
+            let b = match t.kind {
+                TensorKind::Transient | TensorKind::Masked => *shared.entry(t.kind).or_insert_with(|| {
+                    lens.push(0);
+                    lens.len() - 1
+                }),
+                _ => {
+                    lens.push(0);
+                    lens.len() - 1
+                }
+            };
+            lens[b] = lens[b].max(t.len);
+            of_tensor.push(b);
+        }
+        (of_tensor, lens)
+    }
+
+    /// Elements of the loss-partials scratch buffer: the most partial sums any head writes.
+    pub fn partials_len(&self) -> usize {
+        self.forward
+            .iter()
+            .filter_map(|op| match op {
+                Op::SqDiff { params, .. } => Some(params.partials()),
+                Op::Tv { params, .. } => Some(params.partials()),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// The conv layers this tape runs.
+    pub fn convs_used(&self) -> usize {
+        self.forward.iter().filter(|op| matches!(op, Op::Conv { .. })).count()
+    }
+
+    /// GPU memory an engine for this tape needs, with Adam's two moment buffers and the RGBA
+    /// upload/download buffer.
+    pub fn memory(&self) -> MemoryReport {
+        let (of_tensor, lens) = self.buffer_plan();
+        let mut report = MemoryReport::default();
+        let mut counted = vec![false; lens.len()];
+        for (t, &b) in self.tensors.iter().zip(&of_tensor) {
+            if std::mem::replace(&mut counted[b], true) {
+                continue;
+            }
+            let bytes = 4 * lens[b] as u64;
+            report.largest_buffer = report.largest_buffer.max(bytes);
+            match t.kind {
+                TensorKind::Activation | TensorKind::Gram | TensorKind::Image => report.activations += bytes,
+                TensorKind::Grad => report.gradients += bytes,
+                TensorKind::Target => report.targets += bytes,
+                TensorKind::Transient | TensorKind::Masked => report.other += bytes,
+            }
+        }
+        for c in &CONVS[..self.convs_used()] {
+            report.weights += 4 * (c.out_channels * 9 * c.in_channels + c.out_channels) as u64;
+            report.largest_buffer = report.largest_buffer.max(4 * (c.out_channels * 9 * c.in_channels) as u64);
+        }
+        let pixels = (self.spec.height * self.spec.width) as u64;
+        report.other += 4 * self.partials_len() as u64 + 4 * self.losses.len().max(1) as u64;
+        report.other += 2 * 4 * 3 * pixels + 4 * pixels;
+        if self.image_grad().is_none() {
+            report.other += 4 * 3 * pixels;
+        }
+        report
+    }
+}

@@ -1,0 +1,233 @@
+//! VGG19 with the real weights: the GPU engine against the CPU reference executing the same tape,
+//! layer by layer and for the gradient of a full style-transfer loss; the CPU gradient against
+//! finite differences; the memory report against what the engine allocates.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{assert_close, to_f64, Rng};
+use nst::net::cpu::{capture_targets, new_values, CpuNet};
+use nst::net::{vgg, Engine, LossKind, LossSpec, Pooling, Tape, Vgg19Weights};
+use nst::ops::image::{self, ImageParams};
+
+fn weights() -> &'static Vgg19Weights {
+    static W: OnceLock<Vgg19Weights> = OnceLock::new();
+    W.get_or_init(|| Vgg19Weights::embedded().expect("the embedded weights load"))
+}
+
+/// A deterministic test picture: smooth gradients, a few edges, and noise, as packed RGBA8.
+fn picture(h: usize, w: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    let phase = rng.uniform(0.0, 6.0);
+    (0..h * w)
+        .map(|i| {
+            let (y, x) = ((i / w) as f64 / h as f64, (i % w) as f64 / w as f64);
+            let wave = |f: f64, p: f64| 127.5 + 100.0 * (f * (x + 0.7 * y) + p + phase).sin();
+            let edge = if (x - 0.5).abs() < 0.1 { 60.0 } else { 0.0 };
+            let mut c = |base: f64| (base + edge + rng.uniform(-20.0, 20.0)).clamp(0.0, 255.0) as u8;
+            image::pack_rgba([c(wave(7.0, 0.0)), c(wave(11.0, 1.0)), c(wave(5.0, 2.0)), 255])
+        })
+        .collect()
+}
+
+fn network_image<T: nst::Real>(rgba: &[u32]) -> Vec<T> {
+    let p = ImageParams::new(rgba.len());
+    let mut out = vec![T::zero(); p.network_len()];
+    image::to_network(&p, rgba, &mut out);
+    out
+}
+
+fn style_spec(h: usize, w: usize, pooling: Pooling) -> LossSpec {
+    let style = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"];
+    LossSpec {
+        height: h,
+        width: w,
+        pooling,
+        content: vec![("relu4_2".into(), 1.0)],
+        style: style.iter().map(|l| (l.to_string(), 1e-6 / 5.0)).collect(),
+        tv: 1e-2,
+    }
+}
+
+#[test]
+fn every_layer_output_matches_the_cpu_reference_with_the_real_weights() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let (h, w) = (40, 56);
+    for pooling in [Pooling::Max, Pooling::Avg] {
+        // A content loss on every layer keeps every output in its own buffer, readable afterwards.
+        let spec = LossSpec {
+            height: h,
+            width: w,
+            pooling,
+            content: vgg::layer_names().into_iter().map(|n| (n, 1.0)).collect(),
+            style: vec![],
+            tv: 0.0,
+        };
+        let tape = Tape::build(&spec).unwrap();
+        let engine = Engine::new(gpu, lib, weights(), tape.clone()).unwrap();
+        let rgba = picture(h, w, 1);
+        engine.set_image_rgba(&rgba).unwrap();
+        engine.forward().unwrap();
+
+        let cpu = CpuNet::<f64>::new(weights(), &tape);
+        let mut values = new_values::<f64>(&tape);
+        values[tape.image] = network_image(&rgba);
+        cpu.forward(&tape, &mut values);
+
+        for (name, t) in &tape.outputs {
+            let got = engine.read(*t).unwrap();
+            let want = &values[*t];
+            let (th, tw, tc) = tape.tensors[*t].shape;
+            // f32 rounding compounds through up to 16 layers; relative to the layer's scale.
+            let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert_close(&format!("{name} ({pooling:?} pooling) {th}x{tw}x{tc}"), &got, want, &[th, tw, tc], 1e-5 * scale, 1e-4);
+        }
+    }
+}
+
+/// Targets from a style and a content picture, then the loss and its gradient at a third.
+fn gpu_loss_and_gradient(engine: &Engine, tape: &Tape, style: &[u32], content: &[u32], x: &[u32]) -> (Vec<f32>, Vec<f32>) {
+    engine.set_image_rgba(style).unwrap();
+    engine.forward().unwrap();
+    engine.capture_targets(LossKind::Style).unwrap();
+    engine.set_image_rgba(content).unwrap();
+    engine.forward().unwrap();
+    engine.capture_targets(LossKind::Content).unwrap();
+    engine.set_image_rgba(x).unwrap();
+    let losses = engine.iterate(None).unwrap();
+    (losses, engine.read(tape.image_grad().unwrap()).unwrap())
+}
+
+fn cpu_setup(tape: &Tape, style: &[u32], content: &[u32]) -> (CpuNet<f64>, Vec<Vec<f64>>) {
+    let cpu = CpuNet::<f64>::new(weights(), tape);
+    let mut values = new_values::<f64>(tape);
+    values[tape.image] = network_image(style);
+    cpu.forward(tape, &mut values);
+    capture_targets(tape, &mut values, LossKind::Style);
+    values[tape.image] = network_image(content);
+    cpu.forward(tape, &mut values);
+    capture_targets(tape, &mut values, LossKind::Content);
+    (cpu, values)
+}
+
+#[test]
+fn the_gradient_of_the_full_loss_through_vgg19_matches_the_cpu_reference() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let (h, w) = (40, 56);
+    for pooling in [Pooling::Max, Pooling::Avg] {
+        let tape = Tape::build(&style_spec(h, w, pooling)).unwrap();
+        let engine = Engine::new(gpu, lib, weights(), tape.clone()).unwrap();
+        let (style, content, x) = (picture(h, w, 2), picture(h, w, 3), picture(h, w, 4));
+        let (losses, grad) = gpu_loss_and_gradient(&engine, &tape, &style, &content, &x);
+
+        let (cpu, mut values) = cpu_setup(&tape, &style, &content);
+        values[tape.image] = network_image(&x);
+        let want_losses = cpu.forward(&tape, &mut values);
+        cpu.backward(&tape, &mut values);
+        let want = &values[tape.image_grad().unwrap()];
+
+        for (i, term) in tape.losses.iter().enumerate() {
+            let what = format!("loss {:?} {} ({pooling:?} pooling)", term.kind, term.layer);
+            assert_close(&what, &losses[i..=i], &want_losses[i..=i], &[1], 0.0, 1e-4);
+        }
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0);
+        assert_close(&format!("d loss / d image ({pooling:?} pooling) {h}x{w}"), &grad, want, &[h, w, 3], 1e-4 * scale, 1e-3);
+        let worst = grad.iter().zip(want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+        println!("gradient ({pooling:?} pooling): largest error / largest gradient = {:.3e}", worst / scale);
+    }
+}
+
+#[test]
+fn the_cpu_gradient_through_vgg19_matches_finite_differences() {
+    let (h, w) = (24, 20);
+    let tape = Tape::build(&style_spec(h, w, Pooling::Max)).unwrap();
+    let (style, content, x) = (picture(h, w, 5), picture(h, w, 6), picture(h, w, 7));
+    let (cpu, mut values) = cpu_setup(&tape, &style, &content);
+    let x: Vec<f64> = network_image(&x);
+    values[tape.image] = x.clone();
+    cpu.forward(&tape, &mut values);
+    cpu.backward(&tape, &mut values);
+    let grad = values[tape.image_grad().unwrap()].clone();
+    let scale = grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let loss_at = |x: &[f64], values: &mut Vec<Vec<f64>>| {
+        values[tape.image] = x.to_vec();
+        cpu.forward(&tape, values).iter().sum::<f64>()
+    };
+    let mut rng = Rng::new(8);
+    let hstep = 1e-3;
+    let mut worst = 0.0f64;
+    for _ in 0..6 {
+        let k = rng.below(x.len());
+        let (mut xp, mut xm) = (x.clone(), x.clone());
+        xp[k] += hstep;
+        xm[k] -= hstep;
+        let fd = (loss_at(&xp, &mut values) - loss_at(&xm, &mut values)) / (2.0 * hstep);
+        let err = (fd - grad[k]).abs() / scale;
+        assert!(err < 1e-6, "pixel element {k}: backward {} vs finite differences {fd} (error {err:e} of the largest gradient {scale})", grad[k]);
+        worst = worst.max(err);
+    }
+    println!("finite differences through VGG19 {h}x{w}: worst error / largest gradient = {worst:.2e}");
+}
+
+#[test]
+fn the_memory_report_predicts_what_the_engine_allocates() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    for (h, w) in [(40, 56), (33, 17)] {
+        let tape = Tape::build(&style_spec(h, w, Pooling::Max)).unwrap();
+        let predicted = tape.memory().total();
+        let engine = Engine::new(gpu, lib, weights(), tape).unwrap();
+        assert_eq!(engine.allocated_bytes(), predicted, "{h}x{w}");
+    }
+    for side in [256, 512, 1024] {
+        let m = Tape::build(&style_spec(side, side, Pooling::Max)).unwrap().memory();
+        println!(
+            "memory at {side}x{side}: total {:.1} MiB (weights {:.1}, activations {:.1}, gradients {:.1}, targets {:.1}, other {:.1}); largest buffer {:.1} MiB",
+            m.total() as f64 / 1048576.0,
+            m.weights as f64 / 1048576.0,
+            m.activations as f64 / 1048576.0,
+            m.gradients as f64 / 1048576.0,
+            m.targets as f64 / 1048576.0,
+            m.other as f64 / 1048576.0,
+            m.largest_buffer as f64 / 1048576.0
+        );
+    }
+}
+
+#[test]
+fn a_size_whose_buffers_exceed_the_binding_limit_is_refused_before_allocating() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let limit = gpu.limits.max_storage_buffer_binding_size;
+    // relu1_1 holds 64 channels: pick a square just past the limit.
+    let side = ((limit / 256) as f64).sqrt() as usize + 1;
+    let tape = Tape::build(&style_spec(side, side, Pooling::Max)).unwrap();
+    assert!(tape.memory().largest_buffer > limit);
+    let err = Engine::new(gpu, lib, weights(), tape).err().expect("refused");
+    assert!(matches!(err, nst::Error::ImageSize { .. }), "{err}");
+    assert!(err.to_string().contains("use a smaller size"), "{err}");
+}
+
+#[test]
+fn an_image_smaller_than_the_deepest_layer_needs_is_refused() {
+    let err = Tape::build(&style_spec(15, 40, Pooling::Max)).unwrap_err();
+    assert!(err.to_string().contains("relu5_1 needs at least 16x16"), "{err}");
+}
+
+#[test]
+fn the_tape_sums_the_gradients_of_a_style_layer_from_its_gram_and_the_next_conv() {
+    let tape = Tape::build(&style_spec(32, 32, Pooling::Max)).unwrap();
+    let relu3_1 = tape.output("relu3_1").unwrap();
+    let grad = tape.grads[&relu3_1];
+    let writers: Vec<bool> = tape
+        .backward
+        .iter()
+        .filter_map(|op| match op {
+            nst::net::tape::BackOp::Gram { grad_features, params, .. } if *grad_features == grad => Some(params.accumulate != 0),
+            nst::net::tape::BackOp::ConvInput { grad_input, params, .. } if *grad_input == grad => Some(params.accumulate != 0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(writers, vec![false, true], "first writer overwrites, the second adds");
+    let _ = to_f64(&[]);
+}
