@@ -72,7 +72,11 @@ pub enum Error {
 
     /// An image too small or too large for the network or the adapter.
     #[error("image size {height}x{width}: {message}")]
-    ImageSize { height: usize, width: usize, message: String },
+    ImageSize {
+        height: usize,
+        width: usize,
+        message: String,
+    },
 
     /// Waiting for the device or mapping a buffer failed.
     #[error("GPU device lost or stalled while {during}: {message}")]

@@ -33,7 +33,12 @@ pub struct Engine<'g> {
 impl<'g> Engine<'g> {
     /// Allocates every buffer and builds every step for `tape`. Refuses, before allocating, a size
     /// whose largest buffer exceeds the adapter's storage binding limit.
-    pub fn new(gpu: &'g Gpu, library: &KernelLibrary, weights: &Vgg19Weights, tape: Tape) -> Result<Engine<'g>> {
+    pub fn new(
+        gpu: &'g Gpu,
+        library: &KernelLibrary,
+        weights: &Vgg19Weights,
+        tape: Tape,
+    ) -> Result<Engine<'g>> {
         let memory = tape.memory();
         let limit = gpu.limits.max_storage_buffer_binding_size;
         if memory.largest_buffer > limit {
@@ -69,7 +74,10 @@ impl<'g> Engine<'g> {
             .iter()
             .map(|c| {
                 (
-                    gpu.buffer_from(&format!("{} weights", c.name), bytemuck::cast_slice(&c.weights)),
+                    gpu.buffer_from(
+                        &format!("{} weights", c.name),
+                        bytemuck::cast_slice(&c.weights),
+                    ),
                     gpu.buffer_from(&format!("{} bias", c.name), bytemuck::cast_slice(&c.bias)),
                 )
             })
@@ -80,28 +88,94 @@ impl<'g> Engine<'g> {
         let mut forward = Vec::new();
         for op in &tape.forward {
             match *op {
-                Op::Conv { conv, input, output, params } => {
+                Op::Conv {
+                    conv,
+                    input,
+                    output,
+                    params,
+                } => {
                     let (w, b) = &conv_weights[conv];
-                    forward.push(Step::new::<conv3x3::Forward>(gpu, library, &params, &[w, b, buf(input), buf(output)])?);
+                    forward.push(Step::new::<conv3x3::Forward>(
+                        gpu,
+                        library,
+                        &params,
+                        &[w, b, buf(input), buf(output)],
+                    )?);
                 }
-                Op::MaxPool { input, output, params } => {
-                    forward.push(Step::new::<maxpool2::Forward>(gpu, library, &params, &[buf(input), buf(output)])?);
+                Op::MaxPool {
+                    input,
+                    output,
+                    params,
+                } => {
+                    forward.push(Step::new::<maxpool2::Forward>(
+                        gpu,
+                        library,
+                        &params,
+                        &[buf(input), buf(output)],
+                    )?);
                 }
-                Op::AvgPool { input, output, params } => {
-                    forward.push(Step::new::<avgpool2::Forward>(gpu, library, &params, &[buf(input), buf(output)])?);
+                Op::AvgPool {
+                    input,
+                    output,
+                    params,
+                } => {
+                    forward.push(Step::new::<avgpool2::Forward>(
+                        gpu,
+                        library,
+                        &params,
+                        &[buf(input), buf(output)],
+                    )?);
                 }
-                Op::Gram { input, output, params } => {
-                    forward.push(Step::new::<gram::Forward>(gpu, library, &params, &[buf(input), buf(output)])?);
+                Op::Gram {
+                    input,
+                    output,
+                    params,
+                } => {
+                    forward.push(Step::new::<gram::Forward>(
+                        gpu,
+                        library,
+                        &params,
+                        &[buf(input), buf(output)],
+                    )?);
                 }
-                Op::SqDiff { input, target, slot, params } => {
-                    forward.push(Step::new::<sqdiff::Forward>(gpu, library, &params, &[buf(input), buf(target), &partials])?);
+                Op::SqDiff {
+                    input,
+                    target,
+                    slot,
+                    params,
+                } => {
+                    forward.push(Step::new::<sqdiff::Forward>(
+                        gpu,
+                        library,
+                        &params,
+                        &[buf(input), buf(target), &partials],
+                    )?);
                     let sum = reduce::ReduceParams::new(params.partials(), slot);
-                    forward.push(Step::new::<reduce::Sum>(gpu, library, &sum, &[&partials, &losses])?);
+                    forward.push(Step::new::<reduce::Sum>(
+                        gpu,
+                        library,
+                        &sum,
+                        &[&partials, &losses],
+                    )?);
                 }
-                Op::Tv { input, slot, params } => {
-                    forward.push(Step::new::<tv::Forward>(gpu, library, &params, &[buf(input), &partials])?);
+                Op::Tv {
+                    input,
+                    slot,
+                    params,
+                } => {
+                    forward.push(Step::new::<tv::Forward>(
+                        gpu,
+                        library,
+                        &params,
+                        &[buf(input), &partials],
+                    )?);
                     let sum = reduce::ReduceParams::new(params.partials(), slot);
-                    forward.push(Step::new::<reduce::Sum>(gpu, library, &sum, &[&partials, &losses])?);
+                    forward.push(Step::new::<reduce::Sum>(
+                        gpu,
+                        library,
+                        &sum,
+                        &[&partials, &losses],
+                    )?);
                 }
             }
         }
@@ -109,39 +183,100 @@ impl<'g> Engine<'g> {
         let mut backward = Vec::new();
         for op in &tape.backward {
             backward.push(match *op {
-                BackOp::SqDiff { input, target, grad, params } => {
-                    Step::new::<sqdiff::Backward>(gpu, library, &params, &[buf(input), buf(target), buf(grad)])?
-                }
-                BackOp::Tv { input, grad, params } => Step::new::<tv::Backward>(gpu, library, &params, &[buf(input), buf(grad)])?,
-                BackOp::Gram { features, grad_gram, grad_features, params } => {
-                    Step::new::<gram::Backward>(gpu, library, &params, &[buf(features), buf(grad_gram), buf(grad_features)])?
-                }
-                BackOp::MaxPool { input, grad_output, grad_input, params } => {
-                    Step::new::<maxpool2::Backward>(gpu, library, &params, &[buf(input), buf(grad_output), buf(grad_input)])?
-                }
-                BackOp::AvgPool { grad_output, grad_input, params } => {
-                    Step::new::<avgpool2::Backward>(gpu, library, &params, &[buf(grad_output), buf(grad_input)])?
-                }
-                BackOp::Relu { output, grad_output, masked, params } => {
-                    Step::new::<relu::Backward>(gpu, library, &params, &[buf(output), buf(grad_output), buf(masked)])?
-                }
-                BackOp::ConvInput { conv, masked, grad_input, params } => {
-                    Step::new::<conv3x3::BackwardInput>(gpu, library, &params, &[&conv_weights[conv].0, buf(masked), buf(grad_input)])?
-                }
+                BackOp::SqDiff {
+                    input,
+                    target,
+                    grad,
+                    params,
+                } => Step::new::<sqdiff::Backward>(
+                    gpu,
+                    library,
+                    &params,
+                    &[buf(input), buf(target), buf(grad)],
+                )?,
+                BackOp::Tv {
+                    input,
+                    grad,
+                    params,
+                } => Step::new::<tv::Backward>(gpu, library, &params, &[buf(input), buf(grad)])?,
+                BackOp::Gram {
+                    features,
+                    grad_gram,
+                    grad_features,
+                    params,
+                } => Step::new::<gram::Backward>(
+                    gpu,
+                    library,
+                    &params,
+                    &[buf(features), buf(grad_gram), buf(grad_features)],
+                )?,
+                BackOp::MaxPool {
+                    input,
+                    grad_output,
+                    grad_input,
+                    params,
+                } => Step::new::<maxpool2::Backward>(
+                    gpu,
+                    library,
+                    &params,
+                    &[buf(input), buf(grad_output), buf(grad_input)],
+                )?,
+                BackOp::AvgPool {
+                    grad_output,
+                    grad_input,
+                    params,
+                } => Step::new::<avgpool2::Backward>(
+                    gpu,
+                    library,
+                    &params,
+                    &[buf(grad_output), buf(grad_input)],
+                )?,
+                BackOp::Relu {
+                    output,
+                    grad_output,
+                    masked,
+                    params,
+                } => Step::new::<relu::Backward>(
+                    gpu,
+                    library,
+                    &params,
+                    &[buf(output), buf(grad_output), buf(masked)],
+                )?,
+                BackOp::ConvInput {
+                    conv,
+                    masked,
+                    grad_input,
+                    params,
+                } => Step::new::<conv3x3::BackwardInput>(
+                    gpu,
+                    library,
+                    &params,
+                    &[&conv_weights[conv].0, buf(masked), buf(grad_input)],
+                )?,
             });
         }
 
         let pixels = tape.spec.height * tape.spec.width;
         let rgba = gpu.buffer_zeroed("image rgba", 4 * pixels as u64);
         let image_params = ImageParams::new(pixels);
-        let to_network = Step::new::<image::ToNetwork>(gpu, library, &image_params, &[&rgba, buf(tape.image)])?;
-        let from_network = Step::new::<image::FromNetwork>(gpu, library, &image_params, &[buf(tape.image), &rgba])?;
+        let to_network =
+            Step::new::<image::ToNetwork>(gpu, library, &image_params, &[&rgba, buf(tape.image)])?;
+        let from_network = Step::new::<image::FromNetwork>(
+            gpu,
+            library,
+            &image_params,
+            &[buf(tape.image), &rgba],
+        )?;
 
         let image_len = tape.tensors[tape.image].len;
         let m = gpu.buffer_zeroed("adam m", 4 * image_len as u64);
         let v = gpu.buffer_zeroed("adam v", 4 * image_len as u64);
         // The image gradient exists when any loss reaches the image; otherwise Adam reads a zero buffer.
-        let mut allocated: u64 = buffers.iter().chain(conv_weights.iter().flat_map(|(w, b)| [w, b])).map(|b| b.size()).sum();
+        let mut allocated: u64 = buffers
+            .iter()
+            .chain(conv_weights.iter().flat_map(|(w, b)| [w, b]))
+            .map(|b| b.size())
+            .sum();
         allocated += partials.size() + losses.size() + rgba.size() + m.size() + v.size();
         let grad_buffer = match tape.image_grad() {
             Some(g) => buf(g).clone(),
@@ -152,7 +287,12 @@ impl<'g> Engine<'g> {
             }
         };
         let adam_params = AdamParams::at_step(image_len, &adam::AdamConfig::default(), 1);
-        let adam = Step::new::<adam::Step>(gpu, library, &adam_params, &[&grad_buffer, buf(tape.image), &m, &v])?;
+        let adam = Step::new::<adam::Step>(
+            gpu,
+            library,
+            &adam_params,
+            &[&grad_buffer, buf(tape.image), &m, &v],
+        )?;
 
         Ok(Engine {
             gpu,
@@ -186,14 +326,18 @@ impl<'g> Engine<'g> {
     /// the network's input convention in the image tensor.
     pub fn set_image_rgba(&self, rgba: &[u32]) -> Result<()> {
         self.check_pixels(rgba.len())?;
-        self.gpu.queue.write_buffer(&self.rgba, 0, bytemuck::cast_slice(rgba));
+        self.gpu
+            .queue
+            .write_buffer(&self.rgba, 0, bytemuck::cast_slice(rgba));
         submit(self.gpu, "image to network", &[&self.to_network])
     }
 
     /// Writes the image tensor directly, in the network's convention (HWC, BGR minus the mean).
     pub fn set_image(&self, net: &[f32]) -> Result<()> {
         self.check_pixels(net.len() / 3)?;
-        self.gpu.queue.write_buffer(self.buffer(self.tape.image), 0, bytemuck::cast_slice(net));
+        self.gpu
+            .queue
+            .write_buffer(self.buffer(self.tape.image), 0, bytemuck::cast_slice(net));
         Ok(())
     }
 
@@ -207,7 +351,11 @@ impl<'g> Engine<'g> {
     fn check_pixels(&self, pixels: usize) -> Result<()> {
         let (h, w) = (self.tape.spec.height, self.tape.spec.width);
         if pixels != h * w {
-            return Err(Error::ImageSize { height: h, width: w, message: format!("got an image of {pixels} pixels") });
+            return Err(Error::ImageSize {
+                height: h,
+                width: w,
+                message: format!("got an image of {pixels} pixels"),
+            });
         }
         Ok(())
     }
@@ -222,11 +370,22 @@ impl<'g> Engine<'g> {
     /// After a forward run, copies each `kind` loss's source into its target on the GPU.
     pub fn capture_targets(&self, kind: LossKind) -> Result<()> {
         self.gpu.scoped("capturing loss targets", || {
-            let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("capture targets") });
+            let mut encoder =
+                self.gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("capture targets"),
+                    });
             for term in self.tape.losses.iter().filter(|t| t.kind == kind) {
                 if let Some(target) = term.target {
                     let bytes = 4 * self.tape.tensors[term.source].len as u64;
-                    encoder.copy_buffer_to_buffer(self.buffer(term.source), 0, self.buffer(target), 0, bytes);
+                    encoder.copy_buffer_to_buffer(
+                        self.buffer(term.source),
+                        0,
+                        self.buffer(target),
+                        0,
+                        bytes,
+                    );
                 }
             }
             self.gpu.queue.submit([encoder.finish()]);

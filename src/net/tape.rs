@@ -52,27 +52,86 @@ pub struct TensorInfo {
 #[derive(Clone, Debug)]
 pub enum Op {
     /// Conv with fused ReLU; `conv` indexes [`CONVS`].
-    Conv { conv: usize, input: TensorId, output: TensorId, params: Conv3x3Params },
-    MaxPool { input: TensorId, output: TensorId, params: Pool2Params },
-    AvgPool { input: TensorId, output: TensorId, params: Pool2Params },
-    Gram { input: TensorId, output: TensorId, params: GramParams },
+    Conv {
+        conv: usize,
+        input: TensorId,
+        output: TensorId,
+        params: Conv3x3Params,
+    },
+    MaxPool {
+        input: TensorId,
+        output: TensorId,
+        params: Pool2Params,
+    },
+    AvgPool {
+        input: TensorId,
+        output: TensorId,
+        params: Pool2Params,
+    },
+    Gram {
+        input: TensorId,
+        output: TensorId,
+        params: GramParams,
+    },
     /// A loss head: `losses[slot] = params.scale * sum (input - target)^2`.
-    SqDiff { input: TensorId, target: TensorId, slot: usize, params: SqDiffParams },
+    SqDiff {
+        input: TensorId,
+        target: TensorId,
+        slot: usize,
+        params: SqDiffParams,
+    },
     /// The TV head on the image: `losses[slot] = params.scale * TV(input)`.
-    Tv { input: TensorId, slot: usize, params: TvParams },
+    Tv {
+        input: TensorId,
+        slot: usize,
+        params: TvParams,
+    },
 }
 
 /// A backward op; `params.accumulate` says `=` or `+=` into the gradient it writes.
 #[derive(Clone, Debug)]
 pub enum BackOp {
-    SqDiff { input: TensorId, target: TensorId, grad: TensorId, params: SqDiffParams },
-    Tv { input: TensorId, grad: TensorId, params: TvParams },
-    Gram { features: TensorId, grad_gram: TensorId, grad_features: TensorId, params: GramParams },
-    MaxPool { input: TensorId, grad_output: TensorId, grad_input: TensorId, params: Pool2Params },
-    AvgPool { grad_output: TensorId, grad_input: TensorId, params: Pool2Params },
+    SqDiff {
+        input: TensorId,
+        target: TensorId,
+        grad: TensorId,
+        params: SqDiffParams,
+    },
+    Tv {
+        input: TensorId,
+        grad: TensorId,
+        params: TvParams,
+    },
+    Gram {
+        features: TensorId,
+        grad_gram: TensorId,
+        grad_features: TensorId,
+        params: GramParams,
+    },
+    MaxPool {
+        input: TensorId,
+        grad_output: TensorId,
+        grad_input: TensorId,
+        params: Pool2Params,
+    },
+    AvgPool {
+        grad_output: TensorId,
+        grad_input: TensorId,
+        params: Pool2Params,
+    },
     /// ReLU's mask from the conv output, into the shared masked-gradient tensor.
-    Relu { output: TensorId, grad_output: TensorId, masked: TensorId, params: ReluParams },
-    ConvInput { conv: usize, masked: TensorId, grad_input: TensorId, params: Conv3x3Params },
+    Relu {
+        output: TensorId,
+        grad_output: TensorId,
+        masked: TensorId,
+        params: ReluParams,
+    },
+    ConvInput {
+        conv: usize,
+        masked: TensorId,
+        grad_input: TensorId,
+        params: Conv3x3Params,
+    },
 }
 
 /// Which term of the loss a slot holds.
@@ -145,7 +204,12 @@ impl MemoryReport {
 
 impl Tape {
     fn add(&mut self, name: String, kind: TensorKind, shape: (usize, usize, usize)) -> TensorId {
-        self.tensors.push(TensorInfo { name, len: shape.0 * shape.1 * shape.2, kind, shape });
+        self.tensors.push(TensorInfo {
+            name,
+            len: shape.0 * shape.1 * shape.2,
+            kind,
+            shape,
+        });
         self.tensors.len() - 1
     }
 
@@ -177,7 +241,11 @@ impl Tape {
             }
         }
         if h == 0 || w == 0 {
-            return Err(Error::ImageSize { height: h, width: w, message: "the image is empty".into() });
+            return Err(Error::ImageSize {
+                height: h,
+                width: w,
+                message: "the image is empty".into(),
+            });
         }
         let deepest = used.iter().map(|&(_, p)| p).max();
 
@@ -204,20 +272,42 @@ impl Tape {
             match layer {
                 Layer::Conv(i) => {
                     let c = CONVS[i];
-                    let output = tape.add(name.clone(), TensorKind::Activation, (ch, cw, c.out_channels));
-                    let params = Conv3x3Params::new(ch, cw, c.in_channels, c.out_channels).with_relu(true);
-                    tape.forward.push(Op::Conv { conv: i, input: current, output, params });
+                    let output = tape.add(
+                        name.clone(),
+                        TensorKind::Activation,
+                        (ch, cw, c.out_channels),
+                    );
+                    let params =
+                        Conv3x3Params::new(ch, cw, c.in_channels, c.out_channels).with_relu(true);
+                    tape.forward.push(Op::Conv {
+                        conv: i,
+                        input: current,
+                        output,
+                        params,
+                    });
                     current = output;
                     cc = c.out_channels;
                 }
                 Layer::Pool(_) => {
                     let params = Pool2Params::new(ch, cw, cc);
                     let (oh, ow) = (params.out_height(), params.out_width());
-                    let kind = if loss_layers.contains(&name.as_str()) { TensorKind::Activation } else { TensorKind::Transient };
+                    let kind = if loss_layers.contains(&name.as_str()) {
+                        TensorKind::Activation
+                    } else {
+                        TensorKind::Transient
+                    };
                     let output = tape.add(name.clone(), kind, (oh, ow, cc));
                     tape.forward.push(match spec.pooling {
-                        Pooling::Max => Op::MaxPool { input: current, output, params },
-                        Pooling::Avg => Op::AvgPool { input: current, output, params },
+                        Pooling::Max => Op::MaxPool {
+                            input: current,
+                            output,
+                            params,
+                        },
+                        Pooling::Avg => Op::AvgPool {
+                            input: current,
+                            output,
+                            params,
+                        },
                     });
                     current = output;
                     (ch, cw) = (oh, ow);
@@ -225,34 +315,81 @@ impl Tape {
             }
             tape.outputs.push((name, current));
         }
-        let output = |tape: &Tape, name: &str| tape.outputs.iter().find(|(n, _)| n == name).map(|&(_, t)| t).unwrap();
+        let output = |tape: &Tape, name: &str| {
+            tape.outputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|&(_, t)| t)
+                .unwrap()
+        };
 
         // Loss heads.
         for (name, weight) in &spec.content {
             let input = output(&tape, name);
             let info = tape.tensors[input].clone();
-            let target = tape.add(format!("content target {name}"), TensorKind::Target, info.shape);
+            let target = tape.add(
+                format!("content target {name}"),
+                TensorKind::Target,
+                info.shape,
+            );
             let slot = tape.losses.len();
             let params = SqDiffParams::mean(info.len, *weight);
-            tape.forward.push(Op::SqDiff { input, target, slot, params });
-            tape.losses.push(LossTerm { kind: LossKind::Content, layer: name.clone(), target: Some(target), source: input });
+            tape.forward.push(Op::SqDiff {
+                input,
+                target,
+                slot,
+                params,
+            });
+            tape.losses.push(LossTerm {
+                kind: LossKind::Content,
+                layer: name.clone(),
+                target: Some(target),
+                source: input,
+            });
         }
         for (name, weight) in &spec.style {
             let input = output(&tape, name);
             let (fh, fw, c) = tape.tensors[input].shape;
             let gram = tape.add(format!("gram {name}"), TensorKind::Gram, (c, c, 1));
-            tape.forward.push(Op::Gram { input, output: gram, params: GramParams::new(fh, fw, c) });
-            let target = tape.add(format!("style target {name}"), TensorKind::Target, (c, c, 1));
+            tape.forward.push(Op::Gram {
+                input,
+                output: gram,
+                params: GramParams::new(fh, fw, c),
+            });
+            let target = tape.add(
+                format!("style target {name}"),
+                TensorKind::Target,
+                (c, c, 1),
+            );
             let slot = tape.losses.len();
             let params = SqDiffParams::mean(c * c, *weight);
-            tape.forward.push(Op::SqDiff { input: gram, target, slot, params });
-            tape.losses.push(LossTerm { kind: LossKind::Style, layer: name.clone(), target: Some(target), source: gram });
+            tape.forward.push(Op::SqDiff {
+                input: gram,
+                target,
+                slot,
+                params,
+            });
+            tape.losses.push(LossTerm {
+                kind: LossKind::Style,
+                layer: name.clone(),
+                target: Some(target),
+                source: gram,
+            });
         }
         if spec.tv != 0.0 {
             let slot = tape.losses.len();
             let params = TvParams::new(h, w, 3, spec.tv as f32);
-            tape.forward.push(Op::Tv { input: tape.image, slot, params });
-            tape.losses.push(LossTerm { kind: LossKind::Tv, layer: "image".into(), target: None, source: tape.image });
+            tape.forward.push(Op::Tv {
+                input: tape.image,
+                slot,
+                params,
+            });
+            tape.losses.push(LossTerm {
+                kind: LossKind::Tv,
+                layer: "image".into(),
+                target: None,
+                source: tape.image,
+            });
         }
 
         tape.record_backward();
@@ -270,46 +407,103 @@ impl Tape {
         let mut backward = Vec::new();
         for op in self.forward.clone().iter().rev() {
             match *op {
-                Op::SqDiff { input, target, params, .. } => {
+                Op::SqDiff {
+                    input,
+                    target,
+                    params,
+                    ..
+                } => {
                     let grad = self.grad_of(input);
                     let params = params.with_accumulate(!first(grad));
-                    backward.push(BackOp::SqDiff { input, target, grad, params });
+                    backward.push(BackOp::SqDiff {
+                        input,
+                        target,
+                        grad,
+                        params,
+                    });
                 }
                 Op::Tv { input, params, .. } => {
                     let grad = self.grad_of(input);
                     let params = params.with_accumulate(!first(grad));
-                    backward.push(BackOp::Tv { input, grad, params });
+                    backward.push(BackOp::Tv {
+                        input,
+                        grad,
+                        params,
+                    });
                 }
-                Op::Gram { input, output, params } if has(&self.grads, output) => {
+                Op::Gram {
+                    input,
+                    output,
+                    params,
+                } if has(&self.grads, output) => {
                     let grad_gram = self.grads[&output];
                     let grad_features = self.grad_of(input);
                     let params = params.with_accumulate(!first(grad_features));
-                    backward.push(BackOp::Gram { features: input, grad_gram, grad_features, params });
+                    backward.push(BackOp::Gram {
+                        features: input,
+                        grad_gram,
+                        grad_features,
+                        params,
+                    });
                 }
-                Op::MaxPool { input, output, params } if has(&self.grads, output) => {
+                Op::MaxPool {
+                    input,
+                    output,
+                    params,
+                } if has(&self.grads, output) => {
                     let grad_output = self.grads[&output];
                     let grad_input = self.grad_of(input);
                     let params = params.with_accumulate(!first(grad_input));
-                    backward.push(BackOp::MaxPool { input, grad_output, grad_input, params });
+                    backward.push(BackOp::MaxPool {
+                        input,
+                        grad_output,
+                        grad_input,
+                        params,
+                    });
                 }
-                Op::AvgPool { input, output, params } if has(&self.grads, output) => {
+                Op::AvgPool {
+                    input,
+                    output,
+                    params,
+                } if has(&self.grads, output) => {
                     let grad_output = self.grads[&output];
                     let grad_input = self.grad_of(input);
                     let params = params.with_accumulate(!first(grad_input));
-                    backward.push(BackOp::AvgPool { grad_output, grad_input, params });
+                    backward.push(BackOp::AvgPool {
+                        grad_output,
+                        grad_input,
+                        params,
+                    });
                 }
-                Op::Conv { conv, input, output, params } if has(&self.grads, output) => {
+                Op::Conv {
+                    conv,
+                    input,
+                    output,
+                    params,
+                } if has(&self.grads, output) => {
                     let grad_output = self.grads[&output];
                     let len = self.tensors[output].len;
-                    let m = *masked.get_or_insert_with(|| self.add("masked gradient".into(), TensorKind::Masked, (len, 1, 1)));
+                    let m = *masked.get_or_insert_with(|| {
+                        self.add("masked gradient".into(), TensorKind::Masked, (len, 1, 1))
+                    });
                     if self.tensors[m].len < len {
                         self.tensors[m].len = len;
                         self.tensors[m].shape = (len, 1, 1);
                     }
-                    backward.push(BackOp::Relu { output, grad_output, masked: m, params: ReluParams::new(len) });
+                    backward.push(BackOp::Relu {
+                        output,
+                        grad_output,
+                        masked: m,
+                        params: ReluParams::new(len),
+                    });
                     let grad_input = self.grad_of(input);
                     let params = params.with_relu(false).with_accumulate(!first(grad_input));
-                    backward.push(BackOp::ConvInput { conv, masked: m, grad_input, params });
+                    backward.push(BackOp::ConvInput {
+                        conv,
+                        masked: m,
+                        grad_input,
+                        params,
+                    });
                 }
                 _ => {}
             }
@@ -324,7 +518,10 @@ impl Tape {
 
     /// The tensor holding layer `name`'s output.
     pub fn output(&self, name: &str) -> Option<TensorId> {
-        self.outputs.iter().find(|(n, _)| n == name).map(|&(_, t)| t)
+        self.outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, t)| t)
     }
 
     /// Element counts of the buffers an engine allocates, one per tensor except that all
@@ -336,10 +533,12 @@ impl Tape {
         let mut shared: HashMap<TensorKind, usize> = HashMap::new();
         for t in &self.tensors {
             let b = match t.kind {
-                TensorKind::Transient | TensorKind::Masked => *shared.entry(t.kind).or_insert_with(|| {
-                    lens.push(0);
-                    lens.len() - 1
-                }),
+                TensorKind::Transient | TensorKind::Masked => {
+                    *shared.entry(t.kind).or_insert_with(|| {
+                        lens.push(0);
+                        lens.len() - 1
+                    })
+                }
                 _ => {
                     lens.push(0);
                     lens.len() - 1
@@ -366,7 +565,10 @@ impl Tape {
 
     /// The conv layers this tape runs.
     pub fn convs_used(&self) -> usize {
-        self.forward.iter().filter(|op| matches!(op, Op::Conv { .. })).count()
+        self.forward
+            .iter()
+            .filter(|op| matches!(op, Op::Conv { .. }))
+            .count()
     }
 
     /// GPU memory an engine for this tape needs, with Adam's two moment buffers and the RGBA
@@ -382,7 +584,9 @@ impl Tape {
             let bytes = 4 * lens[b] as u64;
             report.largest_buffer = report.largest_buffer.max(bytes);
             match t.kind {
-                TensorKind::Activation | TensorKind::Gram | TensorKind::Image => report.activations += bytes,
+                TensorKind::Activation | TensorKind::Gram | TensorKind::Image => {
+                    report.activations += bytes
+                }
                 TensorKind::Grad => report.gradients += bytes,
                 TensorKind::Target => report.targets += bytes,
                 TensorKind::Transient | TensorKind::Masked => report.other += bytes,
@@ -390,7 +594,9 @@ impl Tape {
         }
         for c in &CONVS[..self.convs_used()] {
             report.weights += 4 * (c.out_channels * 9 * c.in_channels + c.out_channels) as u64;
-            report.largest_buffer = report.largest_buffer.max(4 * (c.out_channels * 9 * c.in_channels) as u64);
+            report.largest_buffer = report
+                .largest_buffer
+                .max(4 * (c.out_channels * 9 * c.in_channels) as u64);
         }
         let pixels = (self.spec.height * self.spec.width) as u64;
         report.other += 4 * self.partials_len() as u64 + 4 * self.losses.len().max(1) as u64;
