@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nst::gpu::{Gpu, GpuOptions, KernelLibrary};
+use nst::net::{LossSpec, Pooling, Tape, Vgg19Weights};
 
 #[derive(Parser)]
 #[command(
@@ -19,14 +20,23 @@ struct Cli {
     /// Restrict the search to one backend: vulkan, metal, dx12 or gl. Default: NST_BACKEND, else all.
     #[arg(long, global = true, value_name = "BACKEND")]
     backend: Option<String>,
+    /// A VGG19 weight file (nst's safetensors format, quantised or full precision) instead of the
+    /// weights built into the binary.
+    #[arg(long, global = true, value_name = "PATH")]
+    weights: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// List the adapters found, then open the chosen one, compile every kernel and print its limits.
-    Info,
+    /// List the adapters found, open the chosen one, compile every kernel, check the weights, and
+    /// print the adapter's limits and the GPU memory a render of SIZE needs.
+    Info {
+        /// Image size for the memory estimate: the long edge (512) or WIDTHxHEIGHT (640x480).
+        #[arg(long, default_value = "512")]
+        size: String,
+    },
 }
 
 fn options(cli: &Cli) -> GpuOptions {
@@ -37,7 +47,41 @@ fn options(cli: &Cli) -> GpuOptions {
     }
 }
 
-fn info(options: &GpuOptions) -> nst::Result<()> {
+/// Parses `N` (a square) or `WxH` into (height, width).
+fn parse_size(size: &str) -> Result<(usize, usize), String> {
+    let bad =
+        || format!("invalid size {size:?}: write the long edge (512) or WIDTHxHEIGHT (640x480)");
+    let number = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(bad)
+    };
+    match size.split_once(['x', 'X']) {
+        Some((w, h)) => Ok((number(h)?, number(w)?)),
+        None => number(size).map(|n| (n, n)),
+    }
+}
+
+fn load_weights(path: Option<&std::path::Path>) -> nst::Result<(Vgg19Weights, String)> {
+    match path {
+        Some(p) => Ok((Vgg19Weights::from_file(p)?, p.display().to_string())),
+        None => Ok((
+            Vgg19Weights::embedded()?,
+            "built in (VGG19, 8-bit quantised)".to_string(),
+        )),
+    }
+}
+
+fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> nst::Result<()> {
+    let (height, width) = match parse_size(size) {
+        Ok(s) => s,
+        Err(message) => {
+            eprintln!("nst: {message}");
+            std::process::exit(2);
+        }
+    };
     let adapters = Gpu::adapters(options)?;
     println!("adapters found ({}):", adapters.len());
     for a in &adapters {
@@ -65,6 +109,32 @@ fn info(options: &GpuOptions) -> nst::Result<()> {
         "  workgroups per dimension: {}",
         l.max_compute_workgroups_per_dimension
     );
+    let (_, origin) = load_weights(weights)?;
+    println!("weights: {origin}");
+    let spec = LossSpec {
+        height,
+        width,
+        pooling: Pooling::Max,
+        content: vec![("relu4_2".into(), 1.0)],
+        style: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+            .iter()
+            .map(|l| (l.to_string(), 1.0))
+            .collect(),
+        tv: 1.0,
+    };
+    let m = Tape::build(&spec)?.memory();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "memory for {width}x{height} with the default layers: {:.0} MiB (largest buffer {:.0} MiB)",
+        mib(m.total()),
+        mib(m.largest_buffer)
+    );
+    if m.largest_buffer > l.max_storage_buffer_binding_size {
+        println!(
+            "  too large for this adapter: its storage binding limit is {:.0} MiB",
+            mib(l.max_storage_buffer_binding_size)
+        );
+    }
     Ok(())
 }
 
@@ -72,7 +142,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let options = options(&cli);
     let result = match cli.command {
-        Command::Info => info(&options),
+        Command::Info { size } => info(&options, cli.weights.as_deref(), &size),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,3 +59,36 @@ fn the_vulkan_backend_can_be_chosen_by_name() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("Vulkan"), "{stdout}");
 }
+
+#[test]
+fn info_reports_the_memory_a_size_needs_and_refuses_a_bad_size() {
+    let (ok, stdout, stderr) = nst(&["info", "--size", "256"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("memory for 256x256 with the default layers: 234 MiB"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = nst(&["info", "--size", "12xq"]);
+    assert!(!ok);
+    assert!(stderr.contains("invalid size \"12xq\""), "{stderr}");
+}
+
+#[test]
+fn a_corrupt_weights_file_is_refused_with_its_path() {
+    let path = std::env::temp_dir().join(format!(
+        "nst-cli-corrupt-{}.safetensors",
+        std::process::id()
+    ));
+    std::fs::write(&path, b"definitely not weights").unwrap();
+    let (ok, _, stderr) = nst(&["info", "--weights", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).ok();
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "weights {}: not a safetensors file",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
