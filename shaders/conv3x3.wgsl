@@ -5,7 +5,9 @@
 //
 // forward:        output[y, x, co] = act(bias[co] + sum_{ky, kx, ci} input[y + ky - 1, x + kx - 1, ci]
 //                                                               * weights[co, ky, kx, ci])
-//                 act is ReLU when params.relu != 0, else the identity. Writes `=`.
+//                 act is ReLU when params.relu != 0, else the identity. Writes `=`, or `+=` when
+//                 params.accumulate != 0 (the engine computes input gradients as this forward with
+//                 flipped, transposed weights).
 // backward_input: grad_input[y, x, ci] = sum_{ky, kx, co} grad_output[y - ky + 1, x - kx + 1, co]
 //                                                        * weights[co, ky, kx, ci]
 //                 (a convolution with the weights flipped and transposed). The weights are frozen, so
@@ -74,6 +76,9 @@ fn forward(
     acc += bias[co];
     if (params.relu != 0u) {
         acc = max(acc, 0.0);
+    }
+    if (params.accumulate != 0u) {
+        acc += dst[index];
     }
     dst[index] = acc;
 }

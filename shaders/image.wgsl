@@ -1,10 +1,12 @@
 // image: conversion between 8-bit RGBA pixels and VGG19's input convention.
 //
 // The network sees BGR values in 0..255 minus the mean pixel (Caffe's convention; nst's defaults are
-// mean_r = 123.68, mean_g = 116.779, mean_b = 103.939), channels-last with 3 channels.
+// mean_r = 123.68, mean_g = 116.779, mean_b = 103.939), channels-last with 4 channels: B, G, R and a
+// fourth that is always 0, so that the first conv reads vec4s like every other (its weights for the
+// fourth channel are 0).
 // Pixels are packed RGBA8, one u32 each, red in the low byte (the byte order of an RGBA8 image in
 // memory on a little-endian machine).
-// to_network:   net[p] = (b - mean_b, g - mean_g, r - mean_r); alpha is ignored. Writes `=`.
+// to_network:   net[p] = (b - mean_b, g - mean_g, r - mean_r, 0); alpha is ignored. Writes `=`.
 // from_network: rgba[p] = pack(round(clamp(net + mean, 0, 255))) in RGB order, alpha 255; round is
 //               floor(v + 0.5). Writes `=`.
 //
@@ -44,9 +46,10 @@ fn to_network(
     let r = f32(v & 0xffu);
     let g = f32((v >> 8u) & 0xffu);
     let b = f32((v >> 16u) & 0xffu);
-    net_out[3u * p] = b - params.mean_b;
-    net_out[3u * p + 1u] = g - params.mean_g;
-    net_out[3u * p + 2u] = r - params.mean_r;
+    net_out[4u * p] = b - params.mean_b;
+    net_out[4u * p + 1u] = g - params.mean_g;
+    net_out[4u * p + 2u] = r - params.mean_r;
+    net_out[4u * p + 3u] = 0.0;
 }
 
 fn to_byte(v: f32) -> u32 {
@@ -63,8 +66,8 @@ fn from_network(
     if (p >= params.pixels) {
         return;
     }
-    let r = to_byte(net_in[3u * p + 2u] + params.mean_r);
-    let g = to_byte(net_in[3u * p + 1u] + params.mean_g);
-    let b = to_byte(net_in[3u * p] + params.mean_b);
+    let r = to_byte(net_in[4u * p + 2u] + params.mean_r);
+    let g = to_byte(net_in[4u * p + 1u] + params.mean_g);
+    let b = to_byte(net_in[4u * p] + params.mean_b);
     rgba_out[p] = r | (g << 8u) | (b << 16u) | (255u << 24u);
 }

@@ -36,23 +36,14 @@ pub enum Error {
         "kernel {kernel}: {workgroups} workgroups exceed the limit of {limit} per dimension \
          (folded into two dimensions, at most {limit}x{limit}); use a smaller image"
     )]
-    DispatchTooLarge {
-        kernel: String,
-        workgroups: u64,
-        limit: u32,
-    },
+    DispatchTooLarge { kernel: String, workgroups: u64, limit: u32 },
 
     /// A buffer too large for one storage binding on this adapter.
     #[error(
         "kernel {kernel}: binding {binding} needs {bytes} bytes, over this adapter's storage binding \
          limit of {limit} bytes; use a smaller image"
     )]
-    BindingTooLarge {
-        kernel: String,
-        binding: String,
-        bytes: u64,
-        limit: u64,
-    },
+    BindingTooLarge { kernel: String, binding: String, bytes: u64, limit: u64 },
 
     /// A buffer smaller than the kernel's shape needs, or the wrong number of buffers.
     #[error("kernel {kernel}: {message}")]
@@ -72,11 +63,7 @@ pub enum Error {
 
     /// An image too small or too large for the network or the adapter.
     #[error("image size {height}x{width}: {message}")]
-    ImageSize {
-        height: usize,
-        width: usize,
-        message: String,
-    },
+    ImageSize { height: usize, width: usize, message: String },
 
     /// Waiting for the device or mapping a buffer failed.
     #[error("GPU device lost or stalled while {during}: {message}")]

@@ -7,11 +7,7 @@ use nst::gpu::{Gpu, GpuOptions, KernelLibrary};
 use nst::net::{LossSpec, Pooling, Tape, Vgg19Weights};
 
 #[derive(Parser)]
-#[command(
-    name = "nst",
-    version,
-    about = "Neural style transfer on any Vulkan, Metal or DX12 GPU"
-)]
+#[command(name = "nst", version, about = "Neural style transfer on any Vulkan, Metal or DX12 GPU")]
 struct Cli {
     /// Use the adapter whose name contains NAME (case-insensitive). Default: NST_ADAPTER, else the
     /// best adapter found (a discrete GPU before an integrated one before a software one).
@@ -41,23 +37,13 @@ enum Command {
 
 fn options(cli: &Cli) -> GpuOptions {
     let env = GpuOptions::from_env();
-    GpuOptions {
-        adapter: cli.adapter.clone().or(env.adapter),
-        backend: cli.backend.clone().or(env.backend),
-    }
+    GpuOptions { adapter: cli.adapter.clone().or(env.adapter), backend: cli.backend.clone().or(env.backend) }
 }
 
 /// Parses `N` (a square) or `WxH` into (height, width).
 fn parse_size(size: &str) -> Result<(usize, usize), String> {
-    let bad =
-        || format!("invalid size {size:?}: write the long edge (512) or WIDTHxHEIGHT (640x480)");
-    let number = |s: &str| {
-        s.trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(bad)
-    };
+    let bad = || format!("invalid size {size:?}: write the long edge (512) or WIDTHxHEIGHT (640x480)");
+    let number = |s: &str| s.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(bad);
     match size.split_once(['x', 'X']) {
         Some((w, h)) => Ok((number(h)?, number(w)?)),
         None => number(size).map(|n| (n, n)),
@@ -67,10 +53,7 @@ fn parse_size(size: &str) -> Result<(usize, usize), String> {
 fn load_weights(path: Option<&std::path::Path>) -> nst::Result<(Vgg19Weights, String)> {
     match path {
         Some(p) => Ok((Vgg19Weights::from_file(p)?, p.display().to_string())),
-        None => Ok((
-            Vgg19Weights::embedded()?,
-            "built in (VGG19, 8-bit quantised)".to_string(),
-        )),
+        None => Ok((Vgg19Weights::embedded()?, "built in (VGG19, 8-bit quantised)".to_string())),
     }
 }
 
@@ -85,30 +68,17 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
     let adapters = Gpu::adapters(options)?;
     println!("adapters found ({}):", adapters.len());
     for a in &adapters {
-        println!(
-            "  {} ({:?}, {:?}, driver {})",
-            a.name, a.device_type, a.backend, a.driver_info
-        );
+        println!("  {} ({:?}, {:?}, driver {})", a.name, a.device_type, a.backend, a.driver_info);
     }
     let gpu = Gpu::new(options)?;
     let start = std::time::Instant::now();
     KernelLibrary::new(&gpu)?;
     println!("chosen: {}", gpu.describe());
-    println!(
-        "  kernels: {} compiled in {:.2} s",
-        nst::ops::ENTRY_POINTS.len(),
-        start.elapsed().as_secs_f64()
-    );
+    println!("  kernels: {} compiled in {:.2} s", nst::ops::ENTRY_POINTS.len(), start.elapsed().as_secs_f64());
     let l = &gpu.limits;
-    println!(
-        "  storage binding limit: {} MiB",
-        l.max_storage_buffer_binding_size >> 20
-    );
+    println!("  storage binding limit: {} MiB", l.max_storage_buffer_binding_size >> 20);
     println!("  buffer size limit: {} MiB", l.max_buffer_size >> 20);
-    println!(
-        "  workgroups per dimension: {}",
-        l.max_compute_workgroups_per_dimension
-    );
+    println!("  workgroups per dimension: {}", l.max_compute_workgroups_per_dimension);
     let (_, origin) = load_weights(weights)?;
     println!("weights: {origin}");
     let spec = LossSpec {
@@ -116,10 +86,7 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
         width,
         pooling: Pooling::Max,
         content: vec![("relu4_2".into(), 1.0)],
-        style: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
-            .iter()
-            .map(|l| (l.to_string(), 1.0))
-            .collect(),
+        style: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].iter().map(|l| (l.to_string(), 1.0)).collect(),
         tv: 1.0,
     };
     let m = Tape::build(&spec)?.memory();

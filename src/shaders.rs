@@ -25,31 +25,73 @@ macro_rules! shader_files {
     };
 }
 
-shader_files!(
-    "conv3x3", "relu", "maxpool2", "avgpool2", "gram", "sqdiff", "reduce", "tv", "adam", "image",
-);
+shader_files!("conv3x3", "relu", "maxpool2", "avgpool2", "gram", "sqdiff", "reduce", "tv", "adam", "image",);
+
+/// A shader generated per adapter from a template in `shaders/` (`*.wgsl.tmpl`): the subgroup
+/// kernels, specialised for the adapter's smallest subgroup size.
+#[derive(Clone, Copy, Debug)]
+pub struct GeneratedShader {
+    /// The name entry points refer to.
+    pub name: &'static str,
+    /// The template file, for messages.
+    pub template: &'static str,
+    /// The WGSL for a given smallest subgroup size.
+    pub generate: fn(usize) -> String,
+}
+
+fn conv_co32(sg: usize) -> String {
+    crate::ops::conv3x3_subgroup::instantiate(sg, 32)
+}
+
+fn conv_co4(sg: usize) -> String {
+    crate::ops::conv3x3_subgroup::instantiate(sg, 4)
+}
+
+/// Every generated shader; built only on adapters with subgroup operations.
+pub const GENERATED: &[GeneratedShader] = &[
+    GeneratedShader {
+        name: "conv3x3_subgroup_co32",
+        template: "shaders/conv3x3_subgroup.wgsl.tmpl",
+        generate: conv_co32,
+    },
+    GeneratedShader {
+        name: "conv3x3_subgroup_co4",
+        template: "shaders/conv3x3_subgroup.wgsl.tmpl",
+        generate: conv_co4,
+    },
+];
+
+/// Subgroup sizes the generated shaders are checked at: every power of two an adapter may report.
+pub const SUBGROUP_SIZES: [usize; 6] = [4, 8, 16, 32, 64, 128];
 
 /// Parses and validates WGSL with naga, the front end wgpu itself uses. The error message is naga's,
-/// with the line and column in `file`.
-pub fn validate(
-    file: &str,
-    source: &str,
-) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
-    let module = naga::front::wgsl::parse_str(source)
-        .map_err(|e| e.emit_to_string_with_path(source, file))?;
-    let info = naga::valid::Validator::new(
+/// with the line and column in `file`. Subgroup operations are allowed in compute shaders (the
+/// engine uses the kernels that need them only where the adapter has them).
+pub fn validate(file: &str, source: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string_with_path(source, file))?;
+    let mut validator = naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::default(),
-    )
-    .validate(&module)
-    .map_err(|e| e.emit_to_string_with_path(source, file))?;
+        naga::valid::Capabilities::default() | naga::valid::Capabilities::SUBGROUP,
+    );
+    validator
+        .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+        .subgroup_operations(naga::valid::SubgroupOperationSet::all());
+    let info = validator.validate(&module).map_err(|e| e.emit_to_string_with_path(source, file))?;
     Ok((module, info))
 }
 
-/// Validates every file of [`FILES`]; returns one `(path, message)` per broken file.
+/// Validates every file of [`FILES`] and every generated shader at every size of
+/// [`SUBGROUP_SIZES`]; returns one `(name, message)` per broken source.
 pub fn validate_all() -> Vec<(String, String)> {
-    FILES
-        .iter()
-        .filter_map(|f| validate(&f.path(), f.source).err().map(|e| (f.path(), e)))
-        .collect()
+    let mut broken: Vec<(String, String)> =
+        FILES.iter().filter_map(|f| validate(&f.path(), f.source).err().map(|e| (f.path(), e))).collect();
+    for g in GENERATED {
+        for sg in SUBGROUP_SIZES {
+            let name = format!("{} as {} (subgroup size {sg})", g.template, g.name);
+            if let Err(e) = validate(&name, &(g.generate)(sg)) {
+                broken.push((name, e));
+            }
+        }
+    }
+    broken
 }

@@ -22,23 +22,14 @@ fn info_lists_the_adapters_and_compiles_every_kernel_on_the_chosen_one() {
     assert!(ok, "nst info failed: {stderr}");
     assert!(stdout.contains("adapters found"), "{stdout}");
     assert!(stdout.contains("chosen: "), "{stdout}");
-    assert!(
-        stdout.contains(&format!(
-            "kernels: {} compiled",
-            nst::ops::ENTRY_POINTS.len()
-        )),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("kernels: {} compiled", nst::ops::ENTRY_POINTS.len())), "{stdout}");
 }
 
 #[test]
 fn an_adapter_name_that_matches_nothing_fails_with_the_adapters_found() {
     let (ok, _, stderr) = nst(&["info", "--adapter", "no-such-adapter-anywhere"]);
     assert!(!ok);
-    assert!(
-        stderr.contains("no GPU adapter found matching \"no-such-adapter-anywhere\""),
-        "{stderr}"
-    );
+    assert!(stderr.contains("no GPU adapter found matching \"no-such-adapter-anywhere\""), "{stderr}");
     assert!(stderr.contains("adapters found:"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
@@ -47,10 +38,7 @@ fn an_adapter_name_that_matches_nothing_fails_with_the_adapters_found() {
 fn an_unknown_backend_is_refused_with_the_choices() {
     let (ok, _, stderr) = nst(&["info", "--backend", "glide"]);
     assert!(!ok);
-    assert!(
-        stderr.contains("unknown backend \"glide\": use vulkan, metal, dx12 or gl"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unknown backend \"glide\": use vulkan, metal, dx12 or gl"), "{stderr}");
 }
 
 #[test]
@@ -64,10 +52,7 @@ fn the_vulkan_backend_can_be_chosen_by_name() {
 fn info_reports_the_memory_a_size_needs_and_refuses_a_bad_size() {
     let (ok, stdout, stderr) = nst(&["info", "--size", "256"]);
     assert!(ok, "{stderr}");
-    assert!(
-        stdout.contains("memory for 256x256 with the default layers: 234 MiB"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("memory for 256x256 with the default layers: 234 MiB"), "{stdout}");
     let (ok, _, stderr) = nst(&["info", "--size", "12xq"]);
     assert!(!ok);
     assert!(stderr.contains("invalid size \"12xq\""), "{stderr}");
@@ -75,20 +60,11 @@ fn info_reports_the_memory_a_size_needs_and_refuses_a_bad_size() {
 
 #[test]
 fn a_corrupt_weights_file_is_refused_with_its_path() {
-    let path = std::env::temp_dir().join(format!(
-        "nst-cli-corrupt-{}.safetensors",
-        std::process::id()
-    ));
+    let path = std::env::temp_dir().join(format!("nst-cli-corrupt-{}.safetensors", std::process::id()));
     std::fs::write(&path, b"definitely not weights").unwrap();
     let (ok, _, stderr) = nst(&["info", "--weights", path.to_str().unwrap()]);
     std::fs::remove_file(&path).ok();
     assert!(!ok);
-    assert!(
-        stderr.contains(&format!(
-            "weights {}: not a safetensors file",
-            path.display()
-        )),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("weights {}: not a safetensors file", path.display())), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -39,10 +39,7 @@ fn check(
     };
     points.retain(|&k| safe(k));
     points.truncate(samples);
-    assert!(
-        !points.is_empty(),
-        "{what}: no sample point away from kinks"
-    );
+    assert!(!points.is_empty(), "{what}: no sample point away from kinks");
     let mut worst = (0usize, 0.0f64, 0.0f64, 0.0f64);
     for &k in &points {
         let mut xp = x.to_vec();
@@ -56,11 +53,11 @@ fn check(
         }
     }
     let (k, err, fd, g) = worst;
-    assert!(err <= TOL, "{what}: at element {k} the backward gives {g}, finite differences {fd} (relative error {err:e})");
-    println!(
-        "finite differences {what}: {} points, worst relative error {err:.2e}",
-        points.len()
+    assert!(
+        err <= TOL,
+        "{what}: at element {k} the backward gives {g}, finite differences {fd} (relative error {err:e})"
     );
+    println!("finite differences {what}: {} points, worst relative error {err:.2e}", points.len());
     points.len()
 }
 
@@ -131,15 +128,7 @@ fn relu_gradient_matches_finite_differences_away_from_zero() {
     let out = forward(&x);
     let mut grad = vec![0.0; n];
     relu::backward(&p, &out, &r, &mut grad);
-    check(
-        "relu",
-        &x,
-        &grad,
-        |x| dot(&r, &forward(x)),
-        |k| x[k].abs() > 10.0 * H,
-        50,
-        &mut rng,
-    );
+    check("relu", &x, &grad, |x| dot(&r, &forward(x)), |k| x[k].abs() > 10.0 * H, 50, &mut rng);
 }
 
 fn pool_case(h: usize, w: usize, c: usize, seed: u64) {
@@ -169,15 +158,7 @@ fn pool_case(h: usize, w: usize, c: usize, seed: u64) {
             j == k || (x[j] - x[k]).abs() > 10.0 * H
         })
     };
-    check(
-        &format!("maxpool2 {h}x{w}x{c}"),
-        &x,
-        &grad,
-        |x| dot(&r, &max_forward(x)),
-        window_gap,
-        40,
-        &mut rng,
-    );
+    check(&format!("maxpool2 {h}x{w}x{c}"), &x, &grad, |x| dot(&r, &max_forward(x)), window_gap, 40, &mut rng);
 
     let avg_forward = |x: &[f64]| {
         let mut out = vec![0.0; p.output_len()];
@@ -186,15 +167,7 @@ fn pool_case(h: usize, w: usize, c: usize, seed: u64) {
     };
     let mut grad = vec![0.0; p.input_len()];
     avgpool2::backward(&p, &r, &mut grad);
-    check(
-        &format!("avgpool2 {h}x{w}x{c}"),
-        &x,
-        &grad,
-        |x| dot(&r, &avg_forward(x)),
-        |_| true,
-        40,
-        &mut rng,
-    );
+    check(&format!("avgpool2 {h}x{w}x{c}"), &x, &grad, |x| dot(&r, &avg_forward(x)), |_| true, 40, &mut rng);
 }
 
 #[test]
@@ -206,11 +179,7 @@ fn pooling_gradients_match_finite_differences_including_dropped_odd_rows() {
 
 #[test]
 fn gram_gradient_matches_finite_differences() {
-    for (h, w, c, seed) in [
-        (1usize, 1usize, 3usize, 30u64),
-        (5, 7, 3, 31),
-        (6, 6, 32, 32),
-    ] {
+    for (h, w, c, seed) in [(1usize, 1usize, 3usize, 30u64), (5, 7, 3, 31), (6, 6, 32, 32)] {
         let mut rng = Rng::new(seed);
         let p = GramParams::new(h, w, c);
         let f = rng.vec_f64(p.features_len(), 0.0, 2.0);
@@ -222,15 +191,7 @@ fn gram_gradient_matches_finite_differences() {
         };
         let mut grad = vec![0.0; p.features_len()];
         gram::backward(&p, &f, &r, &mut grad);
-        check(
-            &format!("gram {h}x{w}x{c}"),
-            &f,
-            &grad,
-            |f| dot(&r, &forward(f)),
-            |_| true,
-            40,
-            &mut rng,
-        );
+        check(&format!("gram {h}x{w}x{c}"), &f, &grad, |f| dot(&r, &forward(f)), |_| true, 40, &mut rng);
     }
 }
 
@@ -243,26 +204,13 @@ fn squared_difference_gradient_matches_finite_differences() {
         let p = sqdiff::SqDiffParams::mean(n, 7.0);
         let mut grad = vec![0.0; n];
         sqdiff::backward(&p, &a, &b, &mut grad);
-        check(
-            &format!("sqdiff {n}"),
-            &a,
-            &grad,
-            |a| sqdiff::loss(&p, a, &b),
-            |_| true,
-            40,
-            &mut rng,
-        );
+        check(&format!("sqdiff {n}"), &a, &grad, |a| sqdiff::loss(&p, a, &b), |_| true, 40, &mut rng);
     }
 }
 
 #[test]
 fn total_variation_gradient_matches_finite_differences_away_from_equal_neighbours() {
-    for (h, w, c, seed) in [
-        (1usize, 1usize, 3usize, 50u64),
-        (1, 6, 3, 51),
-        (7, 5, 3, 52),
-        (9, 8, 4, 53),
-    ] {
+    for (h, w, c, seed) in [(1usize, 1usize, 3usize, 50u64), (1, 6, 3, 51), (7, 5, 3, 52), (9, 8, 4, 53)] {
         let mut rng = Rng::new(seed);
         let p = tv::TvParams::new(h, w, c, 0.5);
         let x = rng.vec_f64(p.len(), -1.0, 1.0);
@@ -287,14 +235,6 @@ fn total_variation_gradient_matches_finite_differences_away_from_equal_neighbour
             }
             neighbours.iter().all(|&j| (x[j] - x[k]).abs() > 10.0 * H)
         };
-        check(
-            &format!("tv {h}x{w}x{c}"),
-            &x,
-            &grad,
-            |x| tv::loss(&p, x),
-            safe,
-            40,
-            &mut rng,
-        );
+        check(&format!("tv {h}x{w}x{c}"), &x, &grad, |x| tv::loss(&p, x), safe, 40, &mut rng);
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use common::{assert_close, assert_close_bound, assert_same_u32, bytes, floats, to_f64, Rng};
 use nst::gpu::{run_once, submit, Step};
-use nst::ops::{adam, avgpool2, conv3x3, gram, image, maxpool2, reduce, relu, sqdiff, tv};
+use nst::ops::{adam, avgpool2, conv3x3, conv3x3_subgroup, gram, image, maxpool2, reduce, relu, sqdiff, tv};
 use nst::ops::{adam::AdamParams, conv3x3::Conv3x3Params, gram::GramParams, maxpool2::Pool2Params};
 
 /// A dot product of K f32 terms of magnitude ~1 is off by a few units of 1e-7 * sqrt(K); 1e-4 leaves
@@ -24,49 +24,27 @@ fn zeros(n: usize) -> Vec<u8> {
 /// Weights scaled like He initialisation, so activations stay of order 1 through deep stacks.
 fn conv_weights(rng: &mut Rng, p: &Conv3x3Params) -> (Vec<f32>, Vec<f32>) {
     let a = (6.0 / (9.0 * p.in_channels as f64)).sqrt();
-    (
-        rng.vec_f32(p.weights_len(), -a, a),
-        rng.vec_f32(p.bias_len(), -0.1, 0.1),
-    )
+    (rng.vec_f32(p.weights_len(), -a, a), rng.vec_f32(p.bias_len(), -0.1, 0.1))
 }
 
 fn check_conv_forward(h: usize, w: usize, cin: usize, cout: usize, relu: bool, seed: u64) {
-    let Some((gpu, lib)) = common::gpu() else {
-        return;
-    };
-    let p = Conv3x3Params::new(h, w, cin, cout).with_relu(relu);
+    check_conv_forward_into(h, w, cin, cout, relu, false, seed);
+}
+
+fn check_conv_forward_into(h: usize, w: usize, cin: usize, cout: usize, relu: bool, accumulate: bool, seed: u64) {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let p = Conv3x3Params::new(h, w, cin, cout).with_relu(relu).with_accumulate(accumulate);
     let mut rng = Rng::new(seed);
     let (weights, bias) = conv_weights(&mut rng, &p);
     let input = rng.vec_f32(p.input_len(), -1.0, 1.0);
-    let out = run_once::<conv3x3::Forward>(
-        gpu,
-        lib,
-        &p,
-        &[
-            bytes(&weights),
-            bytes(&bias),
-            bytes(&input),
-            &zeros(p.output_len()),
-        ],
-    )
-    .unwrap();
-    let mut want = vec![0.0f64; p.output_len()];
-    conv3x3::forward(
-        &p,
-        &to_f64(&weights),
-        &to_f64(&bias),
-        &to_f64(&input),
-        &mut want,
-    );
-    let what = format!("conv3x3.forward {h}x{w} {cin}->{cout} relu={relu}");
-    assert_close(
-        &what,
-        &floats(&out[0]),
-        &want,
-        &[h, w, cout],
-        DOT_ATOL,
-        DOT_RTOL,
-    );
+    let initial = if accumulate { rng.vec_f32(p.output_len(), -1.0, 1.0) } else { vec![0.0; p.output_len()] };
+    let out =
+        run_once::<conv3x3::Forward>(gpu, lib, &p, &[bytes(&weights), bytes(&bias), bytes(&input), bytes(&initial)])
+            .unwrap();
+    let mut want = to_f64(&initial);
+    conv3x3::forward(&p, &to_f64(&weights), &to_f64(&bias), &to_f64(&input), &mut want);
+    let what = format!("conv3x3.forward {h}x{w} {cin}->{cout} relu={relu} accumulate={accumulate}");
+    assert_close(&what, &floats(&out[0]), &want, &[h, w, cout], DOT_ATOL, DOT_RTOL);
 }
 
 fn check_conv_backward(h: usize, w: usize, cin: usize, cout: usize, accumulate: bool, seed: u64) {
@@ -78,24 +56,13 @@ fn check_conv_backward(h: usize, w: usize, cin: usize, cout: usize, accumulate: 
     let (weights, _) = conv_weights(&mut rng, &p);
     let grad_output = rng.vec_f32(p.output_len(), -1.0, 1.0);
     let initial = rng.vec_f32(p.input_len(), -1.0, 1.0);
-    let out = run_once::<conv3x3::BackwardInput>(
-        gpu,
-        lib,
-        &p,
-        &[bytes(&weights), bytes(&grad_output), bytes(&initial)],
-    )
-    .unwrap();
+    let out =
+        run_once::<conv3x3::BackwardInput>(gpu, lib, &p, &[bytes(&weights), bytes(&grad_output), bytes(&initial)])
+            .unwrap();
     let mut want = to_f64(&initial);
     conv3x3::backward_input(&p, &to_f64(&weights), &to_f64(&grad_output), &mut want);
     let what = format!("conv3x3.backward_input {h}x{w} {cin}<-{cout} accumulate={accumulate}");
-    assert_close(
-        &what,
-        &floats(&out[0]),
-        &want,
-        &[h, w, cin],
-        DOT_ATOL,
-        DOT_RTOL,
-    );
+    assert_close(&what, &floats(&out[0]), &want, &[h, w, cin], DOT_ATOL, DOT_RTOL);
 }
 
 #[test]
@@ -106,6 +73,7 @@ fn conv3x3_forward_matches_cpu_at_odd_shapes() {
     check_conv_forward(13, 11, 5, 7, false, 4);
     check_conv_forward(3, 70, 4, 9, true, 5);
     check_conv_forward(40, 56, 3, 64, true, 6);
+    check_conv_forward_into(9, 7, 5, 6, true, true, 7);
 }
 
 #[test]
@@ -144,38 +112,19 @@ fn relu_forward_and_backward_match_cpu_with_exact_zeros() {
         let out = run_once::<relu::Forward>(gpu, lib, &p, &[bytes(&input), &zeros(n)]).unwrap();
         let mut want = vec![0.0; n];
         relu::forward(&p, &to_f64(&input), &mut want);
-        assert_close(
-            &format!("relu.forward {n}"),
-            &floats(&out[0]),
-            &want,
-            &[n],
-            0.0,
-            0.0,
-        );
+        assert_close(&format!("relu.forward {n}"), &floats(&out[0]), &want, &[n], 0.0, 0.0);
 
         for accumulate in [false, true] {
             let p = p.with_accumulate(accumulate);
             let output = floats(&out[0]);
             let grad_output = rng.vec_f32(n, -1.0, 1.0);
             let initial = rng.vec_f32(n, -1.0, 1.0);
-            let got = run_once::<relu::Backward>(
-                gpu,
-                lib,
-                &p,
-                &[bytes(&output), bytes(&grad_output), bytes(&initial)],
-            )
-            .unwrap();
+            let got = run_once::<relu::Backward>(gpu, lib, &p, &[bytes(&output), bytes(&grad_output), bytes(&initial)])
+                .unwrap();
             let mut want = to_f64(&initial);
             relu::backward(&p, &to_f64(&output), &to_f64(&grad_output), &mut want);
             let got = floats(&got[0]);
-            assert_close(
-                &format!("relu.backward {n} accumulate={accumulate}"),
-                &got,
-                &want,
-                &[n],
-                ELEM_TOL,
-                ELEM_TOL,
-            );
+            assert_close(&format!("relu.backward {n} accumulate={accumulate}"), &got, &want, &[n], ELEM_TOL, ELEM_TOL);
             if !accumulate {
                 for i in 0..n {
                     if output[i] == 0.0 {
@@ -193,12 +142,9 @@ fn relu_dispatch_beyond_65535_workgroups_folds_and_covers_every_element() {
         return;
     };
     let n = 65536 * 64 + 5;
-    let input: Vec<f32> = (0..n)
-        .map(|i| if i % 3 == 0 { -(i as f32) } else { i as f32 })
-        .collect();
+    let input: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { -(i as f32) } else { i as f32 }).collect();
     let p = relu::ReluParams::new(n);
-    let out =
-        floats(&run_once::<relu::Forward>(gpu, lib, &p, &[bytes(&input), &zeros(n)]).unwrap()[0]);
+    let out = floats(&run_once::<relu::Forward>(gpu, lib, &p, &[bytes(&input), &zeros(n)]).unwrap()[0]);
     let mut want = vec![0.0; n];
     relu::forward(&p, &to_f64(&input), &mut want);
     assert_close("relu.forward folded dispatch", &out, &want, &[n], 0.0, 0.0);
@@ -222,69 +168,32 @@ fn check_pools(h: usize, w: usize, c: usize, ties: bool, seed: u64) {
     let input = pool_input(&mut rng, p.input_len(), ties);
     let (oh, ow) = (p.out_height(), p.out_width());
 
-    let out = run_once::<maxpool2::Forward>(gpu, lib, &p, &[bytes(&input), &zeros(p.output_len())])
-        .unwrap();
+    let out = run_once::<maxpool2::Forward>(gpu, lib, &p, &[bytes(&input), &zeros(p.output_len())]).unwrap();
     let mut want = vec![0.0; p.output_len()];
     maxpool2::forward(&p, &to_f64(&input), &mut want);
-    assert_close(
-        &format!("maxpool2.forward {h}x{w}x{c} ties={ties}"),
-        &floats(&out[0]),
-        &want,
-        &[oh, ow, c],
-        0.0,
-        0.0,
-    );
+    assert_close(&format!("maxpool2.forward {h}x{w}x{c} ties={ties}"), &floats(&out[0]), &want, &[oh, ow, c], 0.0, 0.0);
 
-    let out = run_once::<avgpool2::Forward>(gpu, lib, &p, &[bytes(&input), &zeros(p.output_len())])
-        .unwrap();
+    let out = run_once::<avgpool2::Forward>(gpu, lib, &p, &[bytes(&input), &zeros(p.output_len())]).unwrap();
     let mut want = vec![0.0; p.output_len()];
     avgpool2::forward(&p, &to_f64(&input), &mut want);
-    assert_close(
-        &format!("avgpool2.forward {h}x{w}x{c}"),
-        &floats(&out[0]),
-        &want,
-        &[oh, ow, c],
-        ELEM_TOL,
-        ELEM_TOL,
-    );
+    assert_close(&format!("avgpool2.forward {h}x{w}x{c}"), &floats(&out[0]), &want, &[oh, ow, c], ELEM_TOL, ELEM_TOL);
 
     for accumulate in [false, true] {
         let p = p.with_accumulate(accumulate);
         let grad_output = rng.vec_f32(p.output_len(), -1.0, 1.0);
         let initial = rng.vec_f32(p.input_len(), -1.0, 1.0);
-        let got = run_once::<maxpool2::Backward>(
-            gpu,
-            lib,
-            &p,
-            &[bytes(&input), bytes(&grad_output), bytes(&initial)],
-        )
-        .unwrap();
+        let got = run_once::<maxpool2::Backward>(gpu, lib, &p, &[bytes(&input), bytes(&grad_output), bytes(&initial)])
+            .unwrap();
         let mut want = to_f64(&initial);
         maxpool2::backward(&p, &to_f64(&input), &to_f64(&grad_output), &mut want);
         let what = format!("maxpool2.backward {h}x{w}x{c} ties={ties} accumulate={accumulate}");
-        assert_close(
-            &what,
-            &floats(&got[0]),
-            &want,
-            &[h, w, c],
-            ELEM_TOL,
-            ELEM_TOL,
-        );
+        assert_close(&what, &floats(&got[0]), &want, &[h, w, c], ELEM_TOL, ELEM_TOL);
 
-        let got =
-            run_once::<avgpool2::Backward>(gpu, lib, &p, &[bytes(&grad_output), bytes(&initial)])
-                .unwrap();
+        let got = run_once::<avgpool2::Backward>(gpu, lib, &p, &[bytes(&grad_output), bytes(&initial)]).unwrap();
         let mut want = to_f64(&initial);
         avgpool2::backward(&p, &to_f64(&grad_output), &mut want);
         let what = format!("avgpool2.backward {h}x{w}x{c} accumulate={accumulate}");
-        assert_close(
-            &what,
-            &floats(&got[0]),
-            &want,
-            &[h, w, c],
-            ELEM_TOL,
-            ELEM_TOL,
-        );
+        assert_close(&what, &floats(&got[0]), &want, &[h, w, c], ELEM_TOL, ELEM_TOL);
     }
 }
 
@@ -322,18 +231,11 @@ fn max_pool_ties_send_the_gradient_to_the_first_maximum_only() {
     };
     // One 2x2 window, one channel, all four equal: only (0, 0) receives the gradient.
     let p = Pool2Params::new(2, 2, 1);
-    let got =
-        run_once::<maxpool2::Backward>(gpu, lib, &p, &[bytes(&[1.0; 4]), bytes(&[5.0]), &zeros(4)])
-            .unwrap();
+    let got = run_once::<maxpool2::Backward>(gpu, lib, &p, &[bytes(&[1.0; 4]), bytes(&[5.0]), &zeros(4)]).unwrap();
     assert_eq!(floats(&got[0]), vec![5.0, 0.0, 0.0, 0.0]);
     // The last three equal and larger than the first: (0, 1) wins.
-    let got = run_once::<maxpool2::Backward>(
-        gpu,
-        lib,
-        &p,
-        &[bytes(&[0.0, 2.0, 2.0, 2.0]), bytes(&[5.0]), &zeros(4)],
-    )
-    .unwrap();
+    let got = run_once::<maxpool2::Backward>(gpu, lib, &p, &[bytes(&[0.0, 2.0, 2.0, 2.0]), bytes(&[5.0]), &zeros(4)])
+        .unwrap();
     assert_eq!(floats(&got[0]), vec![0.0, 5.0, 0.0, 0.0]);
 }
 
@@ -344,46 +246,22 @@ fn check_gram(h: usize, w: usize, c: usize, seed: u64) {
     let mut rng = Rng::new(seed);
     let p = GramParams::new(h, w, c);
     // Post-ReLU features: non-negative, a quarter of them exactly 0.
-    let features: Vec<f32> = rng
-        .vec_f32(p.features_len(), -0.5, 1.5)
-        .into_iter()
-        .map(|v| v.max(0.0))
-        .collect();
-    let out =
-        run_once::<gram::Forward>(gpu, lib, &p, &[bytes(&features), &zeros(p.gram_len())]).unwrap();
+    let features: Vec<f32> = rng.vec_f32(p.features_len(), -0.5, 1.5).into_iter().map(|v| v.max(0.0)).collect();
+    let out = run_once::<gram::Forward>(gpu, lib, &p, &[bytes(&features), &zeros(p.gram_len())]).unwrap();
     let mut want = vec![0.0; p.gram_len()];
     gram::forward(&p, &to_f64(&features), &mut want);
-    assert_close(
-        &format!("gram.forward {h}x{w}x{c}"),
-        &floats(&out[0]),
-        &want,
-        &[c, c],
-        DOT_ATOL,
-        DOT_RTOL,
-    );
+    assert_close(&format!("gram.forward {h}x{w}x{c}"), &floats(&out[0]), &want, &[c, c], DOT_ATOL, DOT_RTOL);
 
     for accumulate in [false, true] {
         let p = p.with_accumulate(accumulate);
         let grad_gram = rng.vec_f32(p.gram_len(), -1.0, 1.0);
         let initial = rng.vec_f32(p.features_len(), -1.0, 1.0);
-        let got = run_once::<gram::Backward>(
-            gpu,
-            lib,
-            &p,
-            &[bytes(&features), bytes(&grad_gram), bytes(&initial)],
-        )
-        .unwrap();
+        let got =
+            run_once::<gram::Backward>(gpu, lib, &p, &[bytes(&features), bytes(&grad_gram), bytes(&initial)]).unwrap();
         let mut want = to_f64(&initial);
         gram::backward(&p, &to_f64(&features), &to_f64(&grad_gram), &mut want);
         let what = format!("gram.backward {h}x{w}x{c} accumulate={accumulate}");
-        assert_close(
-            &what,
-            &floats(&got[0]),
-            &want,
-            &[h * w, c],
-            DOT_ATOL,
-            DOT_RTOL,
-        );
+        assert_close(&what, &floats(&got[0]), &want, &[h * w, c], DOT_ATOL, DOT_RTOL);
     }
 }
 
@@ -406,21 +284,11 @@ fn gram_matches_cpu_at_vgg_shapes() {
 
 /// Runs a loss's first stage and `reduce.sum` in one command encoder, as an iteration does, and
 /// returns the partials and the loss slot.
-fn run_loss(
-    first: Step,
-    partials: &nst::wgpu::Buffer,
-    count: usize,
-    slot: usize,
-) -> (Vec<f32>, f32) {
+fn run_loss(first: Step, partials: &nst::wgpu::Buffer, count: usize, slot: usize) -> (Vec<f32>, f32) {
     let (gpu, lib) = common::gpu().unwrap();
     let losses = gpu.buffer_zeroed("losses", 4 * (slot as u64 + 1));
-    let sum = Step::new::<reduce::Sum>(
-        gpu,
-        lib,
-        &reduce::ReduceParams::new(count, slot),
-        &[partials, &losses],
-    )
-    .unwrap();
+    let sum =
+        Step::new::<reduce::Sum>(gpu, lib, &reduce::ReduceParams::new(count, slot), &[partials, &losses]).unwrap();
     submit(gpu, "loss", &[&first, &sum]).unwrap();
     let out = gpu.read_buffers(&[partials, &losses]).unwrap();
     (floats(&out[0])[..count].to_vec(), floats(&out[1])[slot])
@@ -431,23 +299,14 @@ fn squared_difference_loss_and_gradient_match_cpu() {
     let Some((gpu, lib)) = common::gpu() else {
         return;
     };
-    for (n, seed) in [
-        (1usize, 70u64),
-        (3, 71),
-        (1023, 72),
-        (1025, 73),
-        (64 * 64 * 64, 74),
-        (512 * 512, 75),
-        (700_001, 76),
-    ] {
+    for (n, seed) in
+        [(1usize, 70u64), (3, 71), (1023, 72), (1025, 73), (64 * 64 * 64, 74), (512 * 512, 75), (700_001, 76)]
+    {
         let mut rng = Rng::new(seed);
         let a = rng.vec_f32(n, -2.0, 2.0);
         let b = rng.vec_f32(n, -2.0, 2.0);
         let p = sqdiff::SqDiffParams::mean(n, 3.0);
-        let (ab, bb) = (
-            gpu.buffer_from("a", bytes(&a)),
-            gpu.buffer_from("b", bytes(&b)),
-        );
+        let (ab, bb) = (gpu.buffer_from("a", bytes(&a)), gpu.buffer_from("b", bytes(&b)));
         let partials = gpu.buffer_zeroed("partials", 4 * p.partials() as u64);
         let first = Step::new::<sqdiff::Forward>(gpu, lib, &p, &[&ab, &bb, &partials]).unwrap();
         let (got_partials, got_loss) = run_loss(first, &partials, p.partials(), 1);
@@ -462,25 +321,12 @@ fn squared_difference_loss_and_gradient_match_cpu() {
             1e-5,
         );
         let want_loss = sqdiff::loss(&p, &to_f64(&a), &to_f64(&b));
-        assert_close(
-            &format!("sqdiff + reduce.sum loss {n}"),
-            &[got_loss],
-            &[want_loss],
-            &[1],
-            0.0,
-            1e-5,
-        );
+        assert_close(&format!("sqdiff + reduce.sum loss {n}"), &[got_loss], &[want_loss], &[1], 0.0, 1e-5);
 
         for accumulate in [false, true] {
             let p = p.with_accumulate(accumulate);
             let initial = rng.vec_f32(n, -1.0, 1.0);
-            let got = run_once::<sqdiff::Backward>(
-                gpu,
-                lib,
-                &p,
-                &[bytes(&a), bytes(&b), bytes(&initial)],
-            )
-            .unwrap();
+            let got = run_once::<sqdiff::Backward>(gpu, lib, &p, &[bytes(&a), bytes(&b), bytes(&initial)]).unwrap();
             let mut want = to_f64(&initial);
             sqdiff::backward(&p, &to_f64(&a), &to_f64(&b), &mut want);
             let what = format!("sqdiff.backward {n} accumulate={accumulate}");
@@ -501,14 +347,7 @@ fn reduce_sum_matches_cpu_for_many_partials() {
         let got = run_once::<reduce::Sum>(gpu, lib, &p, &[bytes(&partials), &zeros(3)]).unwrap();
         let mut want = vec![0.0; 3];
         reduce::sum(&p, &to_f64(&partials), &mut want);
-        assert_close(
-            &format!("reduce.sum {n}"),
-            &floats(&got[0]),
-            &want,
-            &[3],
-            0.0,
-            1e-6,
-        );
+        assert_close(&format!("reduce.sum {n}"), &floats(&got[0]), &want, &[3], 0.0, 1e-6);
     }
 }
 
@@ -527,11 +366,7 @@ fn total_variation_loss_and_gradient_match_cpu_with_equal_neighbours() {
     ] {
         let mut rng = Rng::new(seed);
         let p = tv::TvParams::new(h, w, c, 0.5);
-        let image = if ties {
-            rng.vec_ties(p.len(), 0, 2)
-        } else {
-            rng.vec_f32(p.len(), -100.0, 100.0)
-        };
+        let image = if ties { rng.vec_ties(p.len(), 0, 2) } else { rng.vec_f32(p.len(), -100.0, 100.0) };
         let ib = gpu.buffer_from("image", bytes(&image));
         let partials = gpu.buffer_zeroed("partials", 4 * p.partials() as u64);
         let first = Step::new::<tv::Forward>(gpu, lib, &p, &[&ib, &partials]).unwrap();
@@ -539,40 +374,18 @@ fn total_variation_loss_and_gradient_match_cpu_with_equal_neighbours() {
         let mut want_partials = vec![0.0; p.partials()];
         tv::forward(&p, &to_f64(&image), &mut want_partials);
         let what = format!("tv.forward partials {h}x{w}x{c} ties={ties}");
-        assert_close(
-            &what,
-            &got_partials,
-            &want_partials,
-            &[p.partials()],
-            1e-6,
-            1e-5,
-        );
+        assert_close(&what, &got_partials, &want_partials, &[p.partials()], 1e-6, 1e-5);
         let want_loss = tv::loss(&p, &to_f64(&image));
-        assert_close(
-            &format!("tv + reduce.sum loss {h}x{w}x{c}"),
-            &[got_loss],
-            &[want_loss],
-            &[1],
-            1e-6,
-            1e-5,
-        );
+        assert_close(&format!("tv + reduce.sum loss {h}x{w}x{c}"), &[got_loss], &[want_loss], &[1], 1e-6, 1e-5);
 
         for accumulate in [false, true] {
             let p = p.with_accumulate(accumulate);
             let initial = rng.vec_f32(p.len(), -1.0, 1.0);
-            let got =
-                run_once::<tv::Backward>(gpu, lib, &p, &[bytes(&image), bytes(&initial)]).unwrap();
+            let got = run_once::<tv::Backward>(gpu, lib, &p, &[bytes(&image), bytes(&initial)]).unwrap();
             let mut want = to_f64(&initial);
             tv::backward(&p, &to_f64(&image), &mut want);
             let what = format!("tv.backward {h}x{w}x{c} ties={ties} accumulate={accumulate}");
-            assert_close(
-                &what,
-                &floats(&got[0]),
-                &want,
-                &[h, w, c],
-                ELEM_TOL,
-                ELEM_TOL,
-            );
+            assert_close(&what, &floats(&got[0]), &want, &[h, w, c], ELEM_TOL, ELEM_TOL);
         }
     }
 }
@@ -585,10 +398,7 @@ fn total_variation_gradient_is_zero_on_a_flat_image() {
     let p = tv::TvParams::new(5, 6, 3, 1.0);
     let flat = vec![42.0f32; p.len()];
     let got = run_once::<tv::Backward>(gpu, lib, &p, &[bytes(&flat), &zeros(p.len())]).unwrap();
-    assert!(
-        floats(&got[0]).iter().all(|&g| g == 0.0),
-        "equal neighbours must give gradient 0"
-    );
+    assert!(floats(&got[0]).iter().all(|&g| g == 0.0), "equal neighbours must give gradient 0");
 }
 
 #[test]
@@ -596,17 +406,9 @@ fn adam_steps_match_cpu_over_several_iterations() {
     let Some((gpu, lib)) = common::gpu() else {
         return;
     };
-    for (n, seed) in [
-        (1usize, 100u64),
-        (3, 101),
-        (1000, 102),
-        (256 * 256 * 3, 103),
-    ] {
+    for (n, seed) in [(1usize, 100u64), (3, 101), (1000, 102), (256 * 256 * 3, 103)] {
         let mut rng = Rng::new(seed);
-        let config = adam::AdamConfig {
-            lr: 0.5,
-            ..Default::default()
-        };
+        let config = adam::AdamConfig { lr: 0.5, ..Default::default() };
         let mut x = rng.vec_f32(n, -100.0, 100.0);
         let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
         let (mut x64, mut m64, mut v64) = (to_f64(&x), vec![0.0f64; n], vec![0.0f64; n]);
@@ -627,45 +429,17 @@ fn adam_steps_match_cpu_over_several_iterations() {
             // m and v are differences of terms that can be far larger than the result: f32 rounds
             // each term to within eps of its own size, so the bound scales with the terms.
             let eps = f32::EPSILON as f64;
-            let m_bound: Vec<f64> = (0..n)
-                .map(|i| 2.0 * eps * (0.9 * m64[i].abs() + 0.1 * (grad[i] as f64).abs()))
-                .collect();
-            let out = run_once::<adam::Step>(
-                gpu,
-                lib,
-                &p,
-                &[bytes(&grad), bytes(&x), bytes(&m), bytes(&v)],
-            )
-            .unwrap();
+            let m_bound: Vec<f64> =
+                (0..n).map(|i| 2.0 * eps * (0.9 * m64[i].abs() + 0.1 * (grad[i] as f64).abs())).collect();
+            let out = run_once::<adam::Step>(gpu, lib, &p, &[bytes(&grad), bytes(&x), bytes(&m), bytes(&v)]).unwrap();
             adam::step(&p, &to_f64(&grad), &mut x64, &mut m64, &mut v64);
             // Compare, then continue both from the GPU state so that errors do not compound.
             x = floats(&out[0]);
             m = floats(&out[1]);
             v = floats(&out[2]);
-            assert_close(
-                &format!("adam.step x {n} t={t}"),
-                &x,
-                &x64,
-                &[n],
-                1e-5,
-                1e-6,
-            );
-            assert_close_bound(
-                &format!("adam.step m {n} t={t}"),
-                &m,
-                &m64,
-                &[n],
-                |i| m_bound[i],
-                1e-6,
-            );
-            assert_close(
-                &format!("adam.step v {n} t={t}"),
-                &v,
-                &v64,
-                &[n],
-                1e-12,
-                1e-6,
-            );
+            assert_close(&format!("adam.step x {n} t={t}"), &x, &x64, &[n], 1e-5, 1e-6);
+            assert_close_bound(&format!("adam.step m {n} t={t}"), &m, &m64, &[n], |i| m_bound[i], 1e-6);
+            assert_close(&format!("adam.step v {n} t={t}"), &v, &v64, &[n], 1e-12, 1e-6);
             x64 = to_f64(&x);
             m64 = to_f64(&m);
             v64 = to_f64(&v);
@@ -682,24 +456,12 @@ fn image_conversion_to_the_network_and_back_matches_cpu() {
         let mut rng = Rng::new(seed);
         let rgba: Vec<u32> = (0..pixels).map(|_| rng.next_u64() as u32).collect();
         let p = image::ImageParams::new(pixels);
-        let got = run_once::<image::ToNetwork>(
-            gpu,
-            lib,
-            &p,
-            &[bytemuck::cast_slice(&rgba), &zeros(p.network_len())],
-        )
-        .unwrap();
+        let got = run_once::<image::ToNetwork>(gpu, lib, &p, &[bytemuck::cast_slice(&rgba), &zeros(p.network_len())])
+            .unwrap();
         let net = floats(&got[0]);
         let mut want = vec![0.0f64; p.network_len()];
         image::to_network(&p, &rgba, &mut want);
-        assert_close(
-            &format!("image.to_network {pixels}"),
-            &net,
-            &want,
-            &[pixels, 3],
-            ELEM_TOL,
-            ELEM_TOL,
-        );
+        assert_close(&format!("image.to_network {pixels}"), &net, &want, &[pixels, 4], ELEM_TOL, ELEM_TOL);
 
         // Back, including values far outside 0..255 and exact halves.
         let mut net_in = net.clone();
@@ -712,8 +474,7 @@ fn image_conversion_to_the_network_and_back_matches_cpu() {
                 _ => {}
             }
         }
-        let got = run_once::<image::FromNetwork>(gpu, lib, &p, &[bytes(&net_in), &zeros(pixels)])
-            .unwrap();
+        let got = run_once::<image::FromNetwork>(gpu, lib, &p, &[bytes(&net_in), &zeros(pixels)]).unwrap();
         let got: Vec<u32> = bytemuck::cast_slice(&got[0]).to_vec();
         let mut want = vec![0u32; pixels];
         image::from_network(&p, &net_in, &mut want);
@@ -726,20 +487,111 @@ fn image_round_trip_restores_every_rgb_byte_and_sets_alpha_opaque() {
     let Some((gpu, lib)) = common::gpu() else {
         return;
     };
-    let rgba: Vec<u32> = (0..=255u32)
-        .map(|v| image::pack_rgba([v as u8, (255 - v) as u8, (v * 7) as u8, 3]))
-        .collect();
+    let rgba: Vec<u32> = (0..=255u32).map(|v| image::pack_rgba([v as u8, (255 - v) as u8, (v * 7) as u8, 3])).collect();
     let p = image::ImageParams::new(rgba.len());
-    let net = run_once::<image::ToNetwork>(
-        gpu,
-        lib,
-        &p,
-        &[bytemuck::cast_slice(&rgba), &zeros(p.network_len())],
-    )
-    .unwrap();
-    let back =
-        run_once::<image::FromNetwork>(gpu, lib, &p, &[&net[0], &zeros(rgba.len())]).unwrap();
+    let net =
+        run_once::<image::ToNetwork>(gpu, lib, &p, &[bytemuck::cast_slice(&rgba), &zeros(p.network_len())]).unwrap();
+    let back = run_once::<image::FromNetwork>(gpu, lib, &p, &[&net[0], &zeros(rgba.len())]).unwrap();
     let back: Vec<u32> = bytemuck::cast_slice(&back[0]).to_vec();
     let want: Vec<u32> = rgba.iter().map(|v| v | 0xff00_0000).collect();
     assert_same_u32("image round trip", &back, &want);
+}
+
+/// The fast conv on this adapter, or None (loudly) where the adapter has no subgroups.
+fn fast_conv_available() -> bool {
+    let (gpu, lib) = common::gpu().unwrap();
+    let built = lib.has::<conv3x3_subgroup::Forward32>() && lib.has::<conv3x3_subgroup::Forward4>();
+    assert_eq!(
+        built,
+        gpu.subgroup_size.is_some(),
+        "subgroup kernels must be built exactly when the device has subgroups"
+    );
+    if !built {
+        eprintln!("NOTE: {} has no subgroups: the fast conv is not tested here", gpu.describe());
+    }
+    built
+}
+
+fn run_fast_conv(p: &Conv3x3Params, weights: &[f32], bias: &[f32], input: &[f32], initial: &[f32]) -> Vec<f32> {
+    let (gpu, lib) = common::gpu().unwrap();
+    let inputs: [&[u8]; 4] = [bytes(weights), bytes(bias), bytes(input), bytes(initial)];
+    let out = match conv3x3_subgroup::tile_for(p) {
+        Some(32) => run_once::<conv3x3_subgroup::Forward32>(gpu, lib, p, &inputs),
+        Some(4) => run_once::<conv3x3_subgroup::Forward4>(gpu, lib, p, &inputs),
+        _ => panic!("shape {p:?} does not suit the fast conv"),
+    };
+    floats(&out.unwrap()[0])
+}
+
+fn check_fast_conv(h: usize, w: usize, cin: usize, cout: usize, relu: bool, accumulate: bool, seed: u64) {
+    let p = Conv3x3Params::new(h, w, cin, cout).with_relu(relu).with_accumulate(accumulate);
+    let mut rng = Rng::new(seed);
+    let (weights, bias) = conv_weights(&mut rng, &p);
+    let input = rng.vec_f32(p.input_len(), -1.0, 1.0);
+    let initial = if accumulate { rng.vec_f32(p.output_len(), -1.0, 1.0) } else { vec![0.0; p.output_len()] };
+    let got = run_fast_conv(&p, &weights, &bias, &input, &initial);
+    let mut want = to_f64(&initial);
+    conv3x3::forward(&p, &to_f64(&weights), &to_f64(&bias), &to_f64(&input), &mut want);
+    let what = format!("conv3x3_subgroup.forward {h}x{w} {cin}->{cout} relu={relu} accumulate={accumulate}");
+    assert_close(&what, &got, &want, &[h, w, cout], DOT_ATOL, DOT_RTOL);
+}
+
+/// The input gradient as the engine computes it: the fast forward with flipped, transposed weights.
+fn check_fast_conv_gradient(h: usize, w: usize, cin: usize, cout: usize, accumulate: bool, seed: u64) {
+    let p = Conv3x3Params::new(h, w, cin, cout).with_accumulate(accumulate);
+    let mut rng = Rng::new(seed);
+    let (weights, _) = conv_weights(&mut rng, &p);
+    let grad_output = rng.vec_f32(p.output_len(), -1.0, 1.0);
+    let initial = rng.vec_f32(p.input_len(), -1.0, 1.0);
+    let transposed = conv3x3_subgroup::transpose_weights(cin, cout, &weights);
+    let gp = Conv3x3Params::new(h, w, cout, cin).with_accumulate(accumulate);
+    let got = run_fast_conv(&gp, &transposed, &vec![0.0; cin], &grad_output, &initial);
+    let mut want = to_f64(&initial);
+    conv3x3::backward_input(&p, &to_f64(&weights), &to_f64(&grad_output), &mut want);
+    let what = format!("conv3x3_subgroup as input gradient {h}x{w} {cin}<-{cout} accumulate={accumulate}");
+    assert_close(&what, &got, &want, &[h, w, cin], DOT_ATOL, DOT_RTOL);
+}
+
+#[test]
+fn fast_conv3x3_matches_cpu_at_odd_shapes() {
+    if common::gpu().is_none() || !fast_conv_available() {
+        return;
+    }
+    check_fast_conv(1, 1, 4, 32, false, false, 200);
+    check_fast_conv(1, 1, 4, 4, true, false, 201);
+    check_fast_conv(7, 5, 4, 64, true, false, 202);
+    check_fast_conv(13, 11, 8, 32, false, true, 203);
+    check_fast_conv(3, 70, 12, 4, true, true, 204);
+    check_fast_conv(40, 56, 4, 64, true, false, 205);
+    check_fast_conv(17, 19, 64, 32, true, false, 206);
+}
+
+#[test]
+fn fast_conv3x3_matches_cpu_at_vgg_shapes() {
+    if common::gpu().is_none() || !fast_conv_available() {
+        return;
+    }
+    check_fast_conv(64, 64, 64, 64, true, false, 210);
+    check_fast_conv(8, 8, 512, 512, true, false, 211);
+    check_fast_conv(17, 19, 256, 128, false, true, 212);
+}
+
+#[test]
+fn fast_conv3x3_with_transposed_weights_matches_the_cpu_input_gradient() {
+    if common::gpu().is_none() || !fast_conv_available() {
+        return;
+    }
+    check_fast_conv_gradient(1, 1, 4, 32, false, 220);
+    check_fast_conv_gradient(7, 5, 4, 64, true, 221);
+    check_fast_conv_gradient(13, 11, 32, 8, false, 222);
+    check_fast_conv_gradient(64, 64, 64, 64, false, 223);
+    check_fast_conv_gradient(8, 8, 512, 512, true, 224);
+}
+
+#[test]
+fn transposing_weights_twice_gives_them_back() {
+    let mut rng = Rng::new(230);
+    let w = rng.vec_f32(5 * 9 * 3, -1.0, 1.0);
+    let t = conv3x3_subgroup::transpose_weights(3, 5, &w);
+    assert_eq!(conv3x3_subgroup::transpose_weights(5, 3, &t), w);
 }

@@ -7,10 +7,7 @@ use nst::net::{vgg, Vgg19Weights};
 
 fn header(bytes: &[u8]) -> (String, &[u8]) {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    (
-        String::from_utf8(bytes[8..8 + n].to_vec()).unwrap(),
-        &bytes[8 + n..],
-    )
+    (String::from_utf8(bytes[8..8 + n].to_vec()).unwrap(), &bytes[8 + n..])
 }
 
 fn with_header(text: &str, data: &[u8]) -> Vec<u8> {
@@ -23,20 +20,11 @@ fn with_header(text: &str, data: &[u8]) -> Vec<u8> {
 /// The embedded file with `from` replaced by `to` in the entry of tensor `name` in its header.
 fn edit_entry(name: &str, from: &str, to: &str) -> Vec<u8> {
     let (text, data) = header(EMBEDDED);
-    let start = text
-        .find(&format!("\"{name}\":"))
-        .unwrap_or_else(|| panic!("{name} in header"));
+    let start = text.find(&format!("\"{name}\":")).unwrap_or_else(|| panic!("{name} in header"));
     let end = start + text[start..].find('}').unwrap();
     let entry = text[start..end].replacen(from, to, 1);
-    assert_ne!(
-        entry,
-        text[start..end],
-        "{from} not found in {name}'s entry"
-    );
-    with_header(
-        &format!("{}{}{}", &text[..start], entry, &text[end..]),
-        data,
-    )
+    assert_ne!(entry, text[start..end], "{from} not found in {name}'s entry");
+    with_header(&format!("{}{}{}", &text[..start], entry, &text[end..]), data)
 }
 
 fn refused(bytes: &[u8], expect: &str) {
@@ -45,10 +33,7 @@ fn refused(bytes: &[u8], expect: &str) {
         .unwrap_or_else(|| panic!("accepted; expected {expect:?}"));
     let message = err.to_string();
     assert!(message.contains("test.safetensors"), "{message}");
-    assert!(
-        message.contains(expect),
-        "expected {expect:?} in: {message}"
-    );
+    assert!(message.contains(expect), "expected {expect:?} in: {message}");
 }
 
 #[test]
@@ -57,20 +42,13 @@ fn the_embedded_weights_load_and_match_their_recorded_checksum_and_layers() {
     let w = Vgg19Weights::embedded().unwrap();
     assert_eq!(w.convs.len(), 16);
     for (c, spec) in w.convs.iter().zip(vgg::CONVS) {
-        assert_eq!(
-            (c.name, c.in_channels, c.out_channels),
-            (spec.name, spec.in_channels, spec.out_channels)
-        );
+        assert_eq!((c.name, c.in_channels, c.out_channels), (spec.name, spec.in_channels, spec.out_channels));
         assert_eq!(c.weights.len(), spec.out_channels * 9 * spec.in_channels);
         assert_eq!(c.bias.len(), spec.out_channels);
     }
     // conv1_1's first biases, as published with the Keras conversion of the authors' weights.
     let b = &w.convs[0].bias;
-    assert!(
-        (b[0] - 0.730_177_6).abs() < 1e-6 && (b[3] - 0.826_038_6).abs() < 1e-6,
-        "{:?}",
-        &b[..4]
-    );
+    assert!((b[0] - 0.730_177_6).abs() < 1e-6 && (b[3] - 0.826_038_6).abs() < 1e-6, "{:?}", &b[..4]);
 }
 
 #[test]
@@ -133,34 +111,17 @@ fn a_damaged_byte_in_the_tensor_data_fails_the_checksum() {
 fn a_foreign_format_or_a_newer_version_is_refused() {
     let (text, data) = header(EMBEDDED);
     refused(
-        &with_header(
-            &text.replace("\"format\":\"nst-vgg19\"", "\"format\":\"other\""),
-            data,
-        ),
+        &with_header(&text.replace("\"format\":\"nst-vgg19\"", "\"format\":\"other\""), data),
         "format is \"other\"",
     );
-    refused(
-        &with_header(
-            &text.replace("\"version\":\"1\"", "\"version\":\"2\""),
-            data,
-        ),
-        "format version \"2\"",
-    );
-    refused(
-        &with_header(&text.replace("\"data_sha256\"", "\"data_sha\""), data),
-        "no \"data_sha256\" metadata",
-    );
+    refused(&with_header(&text.replace("\"version\":\"1\"", "\"version\":\"2\""), data), "format version \"2\"");
+    refused(&with_header(&text.replace("\"data_sha256\"", "\"data_sha\""), data), "no \"data_sha256\" metadata");
 }
 
 #[test]
 fn a_missing_file_is_refused_with_its_path() {
-    let err = Vgg19Weights::from_file(std::path::Path::new("/nonexistent/vgg19.safetensors"))
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("/nonexistent/vgg19.safetensors: cannot read it"),
-        "{err}"
-    );
+    let err = Vgg19Weights::from_file(std::path::Path::new("/nonexistent/vgg19.safetensors")).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/vgg19.safetensors: cannot read it"), "{err}");
 }
 
 #[test]
@@ -170,16 +131,16 @@ fn a_full_precision_file_in_the_same_container_is_accepted() {
     let mut data = Vec::new();
     for c in &q.convs {
         for (suffix, values, shape) in [
-            (
-                "weight",
-                &c.weights,
-                format!("[{},3,3,{}]", c.out_channels, c.in_channels),
-            ),
+            ("weight", &c.weights, format!("[{},3,3,{}]", c.out_channels, c.in_channels)),
             ("bias", &c.bias, format!("[{}]", c.out_channels)),
         ] {
             let start = data.len();
             data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-            entries.push(format!("\"{}.{suffix}\":{{\"dtype\":\"F32\",\"shape\":{shape},\"data_offsets\":[{start},{}]}}", c.name, data.len()));
+            entries.push(format!(
+                "\"{}.{suffix}\":{{\"dtype\":\"F32\",\"shape\":{shape},\"data_offsets\":[{start},{}]}}",
+                c.name,
+                data.len()
+            ));
         }
     }
     let text = format!(

@@ -16,10 +16,7 @@ impl GpuOptions {
     /// Options from the environment: `NST_ADAPTER` and `NST_BACKEND`.
     pub fn from_env() -> Self {
         let var = |name| std::env::var(name).ok().filter(|s: &String| !s.is_empty());
-        GpuOptions {
-            adapter: var("NST_ADAPTER"),
-            backend: var("NST_BACKEND"),
-        }
+        GpuOptions { adapter: var("NST_ADAPTER"), backend: var("NST_BACKEND") }
     }
 
     /// The backends to search, in order: without a choice, Vulkan, Metal and DX12 first, and GL
@@ -27,12 +24,7 @@ impl GpuOptions {
     /// prints warnings on headless machines).
     fn backends(&self) -> Result<Vec<wgpu::Backends>> {
         let one = |b| Ok(vec![b]);
-        match self
-            .backend
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        match self.backend.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None => Ok(vec![wgpu::Backends::PRIMARY, wgpu::Backends::SECONDARY]),
             Some("vulkan") => one(wgpu::Backends::VULKAN),
             Some("metal") => one(wgpu::Backends::METAL),
@@ -49,6 +41,9 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// The adapter's smallest subgroup size, when the device has subgroup operations (and
+    /// `NST_NO_SUBGROUPS` is not set); the fast kernels need them.
+    pub subgroup_size: Option<u32>,
 }
 
 /// Lower is better: real GPUs first, then software, native APIs before GL.
@@ -117,40 +112,36 @@ impl Gpu {
             if let Some(backend) = &options.backend {
                 wanted += &format!(" on backend {backend}");
             }
-            let hint = if found.is_empty() {
-                no_adapter_hint()
-            } else {
-                format!("adapters found: {}", found.join("; "))
-            };
+            let hint =
+                if found.is_empty() { no_adapter_hint() } else { format!("adapters found: {}", found.join("; ")) };
             return Err(Error::NoAdapter { wanted, hint });
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let no_subgroups = std::env::var("NST_NO_SUBGROUPS").is_ok_and(|v| !v.is_empty() && v != "0");
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP) && !no_subgroups;
+        let required_features = if subgroups { wgpu::Features::SUBGROUP } else { wgpu::Features::empty() };
         let desc = wgpu::DeviceDescriptor {
             label: Some("nst device"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
-            Error::RequestDevice {
-                adapter: info.name.clone(),
-                message: e.to_string(),
-            }
-        })?;
-        Ok(Gpu {
-            device,
-            queue,
-            info,
-            limits,
-        })
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), message: e.to_string() })?;
+        let subgroup_size = subgroups.then_some(info.subgroup_min_size);
+        Ok(Gpu { device, queue, info, limits, subgroup_size })
     }
 
-    /// One line naming the adapter: name, type and backend.
+    /// One line naming the adapter: name, type and backend, and the subgroup size the fast
+    /// kernels use.
     pub fn describe(&self) -> String {
-        describe(&self.info)
+        match self.subgroup_size {
+            Some(s) => format!("{}, subgroups of {s}+", describe(&self.info)),
+            None => format!("{}, no subgroups", describe(&self.info)),
+        }
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns a captured error into
@@ -163,33 +154,28 @@ impl Gpu {
         let validation = pollster::block_on(validation.pop());
         match memory.or(validation) {
             None => Ok(value),
-            Some(e) => Err(Error::Gpu {
-                during: during.to_string(),
-                message: e.to_string(),
-            }),
+            Some(e) => Err(Error::Gpu { during: during.to_string(), message: e.to_string() }),
         }
     }
 
     /// A storage buffer holding `contents`, usable as a kernel binding and for copies both ways.
     pub fn buffer_from(&self, label: &str, contents: &[u8]) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: storage_usage(),
-            })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: storage_usage(),
+        })
     }
 
     /// A uniform buffer holding a kernel's params, rewritable between submissions.
     pub fn params_buffer(&self, label: &str, contents: &[u8]) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
     }
 
     /// A zero-filled storage buffer of `bytes` bytes.
@@ -207,19 +193,13 @@ impl Gpu {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
-            .map_err(|e| Error::Device {
-                during: during.to_string(),
-                message: e.to_string(),
-            })
+            .map_err(|e| Error::Device { during: during.to_string(), message: e.to_string() })
     }
 
     /// Copies `buffers` back to the host in one submission, in order.
     pub fn read_buffers(&self, buffers: &[&wgpu::Buffer]) -> Result<Vec<Vec<u8>>> {
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("nst readback"),
-            });
+        let mut encoder =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("nst readback") });
         let staging: Vec<wgpu::Buffer> = buffers
             .iter()
             .map(|b| {
@@ -244,10 +224,7 @@ impl Gpu {
         drop(sender);
         self.wait("reading buffers back")?;
         for (i, r) in receiver.iter() {
-            r.map_err(|e| Error::Device {
-                during: format!("mapping readback buffer {i}"),
-                message: e.to_string(),
-            })?;
+            r.map_err(|e| Error::Device { during: format!("mapping readback buffer {i}"), message: e.to_string() })?;
         }
         staging
             .iter()

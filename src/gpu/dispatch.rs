@@ -13,11 +13,7 @@ pub fn fold_workgroups(kernel: &str, workgroups: u64, limit: u32) -> Result<[u32
     }
     let y = workgroups.div_ceil(limit64);
     if y > limit64 {
-        return Err(Error::DispatchTooLarge {
-            kernel: kernel.to_string(),
-            workgroups,
-            limit,
-        });
+        return Err(Error::DispatchTooLarge { kernel: kernel.to_string(), workgroups, limit });
     }
     let x = workgroups.div_ceil(y);
     Ok([x as u32, y as u32, 1])
@@ -26,12 +22,7 @@ pub fn fold_workgroups(kernel: &str, workgroups: u64, limit: u32) -> Result<[u32
 /// Checks that a buffer of `bytes` fits in one storage binding.
 pub fn check_binding(kernel: &str, binding: &str, bytes: u64, limit: u64) -> Result<()> {
     if bytes > limit {
-        return Err(Error::BindingTooLarge {
-            kernel: kernel.to_string(),
-            binding: binding.to_string(),
-            bytes,
-            limit,
-        });
+        return Err(Error::BindingTooLarge { kernel: kernel.to_string(), binding: binding.to_string(), bytes, limit });
     }
     Ok(())
 }
@@ -54,10 +45,7 @@ mod tests {
             assert!(x <= 65535 && y <= 65535);
             let covered = x as u64 * y as u64;
             assert!(covered >= n, "{n}: {x}x{y} covers {covered}");
-            assert!(
-                covered - n < y as u64,
-                "{n}: {x}x{y} wastes more than one row"
-            );
+            assert!(covered - n < y as u64, "{n}: {x}x{y} wastes more than one row");
         }
     }
 

@@ -20,20 +20,12 @@ pub struct Binding {
 
 /// Shorthand for a read-only storage binding.
 pub const fn read(slot: u32, name: &'static str) -> Binding {
-    Binding {
-        slot,
-        name,
-        access: Access::Read,
-    }
+    Binding { slot, name, access: Access::Read }
 }
 
 /// Shorthand for a read-write storage binding.
 pub const fn read_write(slot: u32, name: &'static str) -> Binding {
-    Binding {
-        slot,
-        name,
-        access: Access::ReadWrite,
-    }
+    Binding { slot, name, access: Access::ReadWrite }
 }
 
 /// One compute entry point of one file in `shaders/`.

@@ -35,9 +35,7 @@ fn layout_entries(entry: &EntryPoint) -> Vec<wgpu::BindGroupLayoutEntry> {
             binding: b.slot,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage {
-                    read_only: b.access == Access::Read,
-                },
+                ty: wgpu::BufferBindingType::Storage { read_only: b.access == Access::Read },
                 has_dynamic_offset: false,
                 min_binding_size: None,
             },
@@ -50,56 +48,57 @@ impl KernelLibrary {
     /// Compiles every shader and entry point. A shader the driver rejects is an [`Error::Shader`]
     /// naming the file and entry point.
     pub fn new(gpu: &Gpu) -> Result<KernelLibrary> {
+        let mut sources: Vec<(&'static str, String, std::borrow::Cow<'static, str>)> =
+            shaders::FILES.iter().map(|f| (f.name, f.path(), f.source.into())).collect();
+        if let Some(sg) = gpu.subgroup_size {
+            for g in shaders::GENERATED {
+                let label = format!("{} as {} (subgroup size {sg})", g.template, g.name);
+                sources.push((g.name, label, (g.generate)(sg as usize).into()));
+            }
+        }
         let mut modules = HashMap::new();
-        for file in shaders::FILES {
+        for (name, path, source) in sources {
             let module = gpu
-                .scoped(&format!("compiling shaders/{}.wgsl", file.name), || {
-                    gpu.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(file.name),
-                            source: wgpu::ShaderSource::Wgsl(file.source.into()),
-                        })
+                .scoped(&format!("compiling {path}"), || {
+                    gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(name),
+                        source: wgpu::ShaderSource::Wgsl(source),
+                    })
                 })
-                .map_err(|e| Error::Shader {
-                    file: file.path(),
-                    message: e.to_string(),
-                })?;
-            modules.insert(file.name, module);
+                .map_err(|e| Error::Shader { file: path.clone(), message: e.to_string() })?;
+            modules.insert(name, module);
         }
         let mut pipelines = HashMap::new();
         for entry in crate::ops::ENTRY_POINTS {
             let name = entry.name();
-            let module = modules
-                .get(entry.shader)
-                .ok_or_else(|| Error::UnknownKernel {
+            let Some(module) = modules.get(entry.shader) else {
+                if shaders::GENERATED.iter().any(|g| g.name == entry.shader) {
+                    continue; // a subgroup kernel on an adapter without subgroups
+                }
+                return Err(Error::UnknownKernel {
                     kernel: name.clone(),
                     message: format!("no file shaders/{}.wgsl is registered", entry.shader),
-                })?;
+                });
+            };
             let compiled = gpu
                 .scoped(&format!("building the pipeline {name}"), || {
-                    let layout =
-                        gpu.device
-                            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                                label: Some(&name),
-                                entries: &layout_entries(entry),
-                            });
-                    let pipeline_layout =
-                        gpu.device
-                            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                                label: Some(&name),
-                                bind_group_layouts: &[Some(&layout)],
-                                immediate_size: 0,
-                            });
-                    let pipeline =
-                        gpu.device
-                            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                                label: Some(&name),
-                                layout: Some(&pipeline_layout),
-                                module,
-                                entry_point: Some(entry.entry),
-                                compilation_options: Default::default(),
-                                cache: None,
-                            });
+                    let layout = gpu.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                        label: Some(&name),
+                        entries: &layout_entries(entry),
+                    });
+                    let pipeline_layout = gpu.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some(&name),
+                        bind_group_layouts: &[Some(&layout)],
+                        immediate_size: 0,
+                    });
+                    let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(&name),
+                        layout: Some(&pipeline_layout),
+                        module,
+                        entry_point: Some(entry.entry),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    });
                     Compiled { pipeline, layout }
                 })
                 .map_err(|e| Error::Shader {
@@ -112,12 +111,15 @@ impl KernelLibrary {
     }
 
     fn get(&self, entry: &EntryPoint) -> Result<&Compiled> {
-        self.pipelines
-            .get(&(entry.shader, entry.entry))
-            .ok_or_else(|| Error::UnknownKernel {
-                kernel: entry.name(),
-                message: "not in crate::ops::ENTRY_POINTS".to_string(),
-            })
+        self.pipelines.get(&(entry.shader, entry.entry)).ok_or_else(|| Error::UnknownKernel {
+            kernel: entry.name(),
+            message: "not built for this device (it needs subgroups, or is not in ops::ENTRY_POINTS)".to_string(),
+        })
+    }
+
+    /// Whether kernel `K` was built (subgroup kernels exist only where the adapter has subgroups).
+    pub fn has<K: Kernel>(&self) -> bool {
+        self.pipelines.contains_key(&(K::ENTRY.shader, K::ENTRY.entry))
     }
 }
 
@@ -149,10 +151,7 @@ impl Step {
     ) -> Result<Step> {
         let entry = K::ENTRY;
         let name = entry.name();
-        let shape_error = |message: String| Error::Shape {
-            kernel: name.clone(),
-            message,
-        };
+        let shape_error = |message: String| Error::Shape { kernel: name.clone(), message };
         if buffers.len() != entry.bindings.len() {
             let names: Vec<_> = entry.bindings.iter().map(|b| b.name).collect();
             return Err(shape_error(format!(
@@ -167,10 +166,7 @@ impl Step {
         for ((binding, buffer), len) in entry.bindings.iter().zip(buffers).zip(&lens) {
             let needed = len * 4;
             if needed == 0 {
-                return Err(shape_error(format!(
-                    "binding {} would be empty",
-                    binding.name
-                )));
+                return Err(shape_error(format!("binding {} would be empty", binding.name)));
             }
             check_binding(&name, binding.name, needed, limit)?;
             if buffer.size() < needed {
@@ -182,23 +178,18 @@ impl Step {
             }
             check_binding(&name, binding.name, buffer.size(), limit)?;
         }
-        let workgroups = fold_workgroups(
-            &name,
-            K::workgroups(params),
-            gpu.limits.max_compute_workgroups_per_dimension,
-        )?;
+        let workgroups =
+            fold_workgroups(&name, K::workgroups(params), gpu.limits.max_compute_workgroups_per_dimension)?;
         let compiled = library.get(&entry)?;
         let params_buffer = gpu.params_buffer(&format!("{name} params"), &padded_params(params));
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: params_buffer.as_entire_binding(),
-        }];
-        entries.extend(entry.bindings.iter().zip(buffers).map(|(b, buffer)| {
-            wgpu::BindGroupEntry {
-                binding: b.slot,
-                resource: buffer.as_entire_binding(),
-            }
-        }));
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params_buffer.as_entire_binding() }];
+        entries.extend(
+            entry
+                .bindings
+                .iter()
+                .zip(buffers)
+                .map(|(b, buffer)| wgpu::BindGroupEntry { binding: b.slot, resource: buffer.as_entire_binding() }),
+        );
         let bind_group = gpu.scoped(&format!("binding buffers to {name}"), || {
             gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&name),
@@ -206,20 +197,13 @@ impl Step {
                 entries: &entries,
             })
         })?;
-        Ok(Step {
-            name,
-            pipeline: compiled.pipeline.clone(),
-            bind_group,
-            params: params_buffer,
-            workgroups,
-        })
+        Ok(Step { name, pipeline: compiled.pipeline.clone(), bind_group, params: params_buffer, workgroups })
     }
 
     /// Replaces the params (same kernel, same shape), for values that change between iterations
     /// such as Adam's step count. The write lands before the next submitted command buffer.
     pub fn write_params<P: bytemuck::Pod>(&self, gpu: &Gpu, params: &P) {
-        gpu.queue
-            .write_buffer(&self.params, 0, &padded_params(params));
+        gpu.queue.write_buffer(&self.params, 0, &padded_params(params));
     }
 
     /// Records the dispatch into a compute pass.
@@ -244,14 +228,10 @@ impl Step {
 /// Records `steps` in order into one compute pass of one command encoder and submits it.
 pub fn submit(gpu: &Gpu, label: &str, steps: &[&Step]) -> Result<()> {
     gpu.scoped(&format!("running {label}"), || {
-        let mut encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(label),
-                timestamp_writes: None,
-            });
+            let mut pass =
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
             for step in steps {
                 step.record(&mut pass);
             }
@@ -274,11 +254,7 @@ pub fn run_once<K: Kernel>(
     if inputs.len() != entry.bindings.len() {
         return Err(Error::Shape {
             kernel: name,
-            message: format!(
-                "expects {} inputs, got {}",
-                entry.bindings.len(),
-                inputs.len()
-            ),
+            message: format!("expects {} inputs, got {}", entry.bindings.len(), inputs.len()),
         });
     }
     let buffers: Vec<wgpu::Buffer> = entry

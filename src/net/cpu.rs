@@ -15,18 +15,13 @@ pub struct CpuNet<T> {
 
 /// One zeroed vector per tensor of `tape`.
 pub fn new_values<T: Real>(tape: &Tape) -> Vec<Vec<T>> {
-    tape.tensors
-        .iter()
-        .map(|t| vec![T::zero(); t.len])
-        .collect()
+    tape.tensors.iter().map(|t| vec![T::zero(); t.len]).collect()
 }
 
 impl<T: Real> CpuNet<T> {
     pub fn new(weights: &Vgg19Weights, tape: &Tape) -> CpuNet<T> {
-        let weights = weights.convs[..tape.convs_used()]
-            .iter()
-            .map(|c| (convert(&c.weights), convert(&c.bias)))
-            .collect();
+        let weights =
+            weights.convs[..tape.convs_used()].iter().map(|c| (convert(&c.weights), convert(&c.bias))).collect();
         CpuNet { weights }
     }
 
@@ -35,57 +30,31 @@ impl<T: Real> CpuNet<T> {
         let mut losses = vec![T::zero(); tape.losses.len()];
         for op in &tape.forward {
             match *op {
-                Op::Conv {
-                    conv,
-                    input,
-                    output,
-                    params,
-                } => {
+                Op::Conv { conv, input, output, params } => {
                     let (w, b) = &self.weights[conv];
                     let mut out = std::mem::take(&mut values[output]);
                     conv3x3::forward(&params, w, b, &values[input], &mut out);
                     values[output] = out;
                 }
-                Op::MaxPool {
-                    input,
-                    output,
-                    params,
-                } => {
+                Op::MaxPool { input, output, params } => {
                     let mut out = std::mem::take(&mut values[output]);
                     maxpool2::forward(&params, &values[input], &mut out);
                     values[output] = out;
                 }
-                Op::AvgPool {
-                    input,
-                    output,
-                    params,
-                } => {
+                Op::AvgPool { input, output, params } => {
                     let mut out = std::mem::take(&mut values[output]);
                     avgpool2::forward(&params, &values[input], &mut out);
                     values[output] = out;
                 }
-                Op::Gram {
-                    input,
-                    output,
-                    params,
-                } => {
+                Op::Gram { input, output, params } => {
                     let mut out = std::mem::take(&mut values[output]);
                     gram::forward(&params, &values[input], &mut out);
                     values[output] = out;
                 }
-                Op::SqDiff {
-                    input,
-                    target,
-                    slot,
-                    params,
-                } => {
+                Op::SqDiff { input, target, slot, params } => {
                     losses[slot] = sqdiff::loss(&params, &values[input], &values[target]);
                 }
-                Op::Tv {
-                    input,
-                    slot,
-                    params,
-                } => {
+                Op::Tv { input, slot, params } => {
                     losses[slot] = tv::loss(&params, &values[input]);
                 }
             }
@@ -98,77 +67,39 @@ impl<T: Real> CpuNet<T> {
     pub fn backward(&self, tape: &Tape, values: &mut [Vec<T>]) {
         for op in &tape.backward {
             match *op {
-                BackOp::SqDiff {
-                    input,
-                    target,
-                    grad,
-                    params,
-                } => {
+                BackOp::SqDiff { input, target, grad, params } => {
                     let mut g = std::mem::take(&mut values[grad]);
                     sqdiff::backward(&params, &values[input], &values[target], &mut g);
                     values[grad] = g;
                 }
-                BackOp::Tv {
-                    input,
-                    grad,
-                    params,
-                } => {
+                BackOp::Tv { input, grad, params } => {
                     let mut g = std::mem::take(&mut values[grad]);
                     tv::backward(&params, &values[input], &mut g);
                     values[grad] = g;
                 }
-                BackOp::Gram {
-                    features,
-                    grad_gram,
-                    grad_features,
-                    params,
-                } => {
+                BackOp::Gram { features, grad_gram, grad_features, params } => {
                     let mut g = std::mem::take(&mut values[grad_features]);
                     gram::backward(&params, &values[features], &values[grad_gram], &mut g);
                     values[grad_features] = g;
                 }
-                BackOp::MaxPool {
-                    input,
-                    grad_output,
-                    grad_input,
-                    params,
-                } => {
+                BackOp::MaxPool { input, grad_output, grad_input, params } => {
                     let mut g = std::mem::take(&mut values[grad_input]);
                     maxpool2::backward(&params, &values[input], &values[grad_output], &mut g);
                     values[grad_input] = g;
                 }
-                BackOp::AvgPool {
-                    grad_output,
-                    grad_input,
-                    params,
-                } => {
+                BackOp::AvgPool { grad_output, grad_input, params } => {
                     let mut g = std::mem::take(&mut values[grad_input]);
                     avgpool2::backward(&params, &values[grad_output], &mut g);
                     values[grad_input] = g;
                 }
-                BackOp::Relu {
-                    output,
-                    grad_output,
-                    masked,
-                    params,
-                } => {
+                BackOp::Relu { output, grad_output, masked, params } => {
                     let mut g = std::mem::take(&mut values[masked]);
                     relu::backward(&params, &values[output], &values[grad_output], &mut g);
                     values[masked] = g;
                 }
-                BackOp::ConvInput {
-                    conv,
-                    masked,
-                    grad_input,
-                    params,
-                } => {
+                BackOp::ConvInput { conv, masked, grad_input, params } => {
                     let mut g = std::mem::take(&mut values[grad_input]);
-                    conv3x3::backward_input(
-                        &params,
-                        &self.weights[conv].0,
-                        &values[masked],
-                        &mut g,
-                    );
+                    conv3x3::backward_input(&params, &self.weights[conv].0, &values[masked], &mut g);
                     values[grad_input] = g;
                 }
             }

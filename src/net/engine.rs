@@ -2,13 +2,54 @@
 //! one iteration recorded into one command encoder whose only readback is the loss values.
 
 use super::tape::{BackOp, LossKind, Op, Tape, TensorId};
-use super::weights::Vgg19Weights;
+use super::weights::{ConvWeights, Vgg19Weights};
 use crate::error::{Error, Result};
 use crate::gpu::library::submit;
 use crate::gpu::{Gpu, KernelLibrary, Step};
 use crate::ops::adam::{self, AdamParams};
+use crate::ops::conv3x3::Conv3x3Params;
 use crate::ops::image::{self, ImageParams};
-use crate::ops::{avgpool2, conv3x3, gram, maxpool2, reduce, relu, sqdiff, tv};
+use crate::ops::{avgpool2, conv3x3, conv3x3_subgroup, gram, maxpool2, reduce, relu, sqdiff, tv};
+
+/// One conv's parameters on the GPU: weights (padded to the input's channels), their flipped
+/// transpose for the input gradient, the bias, and a zero bias for the gradient conv.
+struct ConvBuffers {
+    weights: wgpu::Buffer,
+    transposed: wgpu::Buffer,
+    bias: wgpu::Buffer,
+    zero_bias: wgpu::Buffer,
+}
+
+impl ConvBuffers {
+    fn new(gpu: &Gpu, conv: &ConvWeights, params: &Conv3x3Params) -> ConvBuffers {
+        let (cin, cout) = (params.in_channels as usize, params.out_channels as usize);
+        let padded = conv.padded(cin);
+        let transposed = conv3x3_subgroup::transpose_weights(cin, cout, &padded);
+        ConvBuffers {
+            weights: gpu.buffer_from(&format!("{} weights", conv.name), bytemuck::cast_slice(&padded)),
+            transposed: gpu
+                .buffer_from(&format!("{} weights transposed", conv.name), bytemuck::cast_slice(&transposed)),
+            bias: gpu.buffer_from(&format!("{} bias", conv.name), bytemuck::cast_slice(&conv.bias)),
+            zero_bias: gpu.buffer_zeroed(&format!("{} zero bias", conv.name), 4 * cin as u64),
+        }
+    }
+}
+
+/// A conv step with the fastest kernel this device has for its shape: the subgroup kernel where the
+/// adapter has subgroups and the channels suit its tiles, else the portable one.
+pub fn conv_step(
+    gpu: &Gpu,
+    library: &KernelLibrary,
+    params: &Conv3x3Params,
+    buffers: [&wgpu::Buffer; 4],
+) -> Result<Step> {
+    let fast = library.has::<conv3x3_subgroup::Forward32>();
+    match conv3x3_subgroup::tile_for(params) {
+        Some(32) if fast => Step::new::<conv3x3_subgroup::Forward32>(gpu, library, params, &buffers),
+        Some(4) if fast => Step::new::<conv3x3_subgroup::Forward4>(gpu, library, params, &buffers),
+        _ => Step::new::<conv3x3::Forward>(gpu, library, params, &buffers),
+    }
+}
 
 /// A tape on the GPU.
 pub struct Engine<'g> {
@@ -24,7 +65,7 @@ pub struct Engine<'g> {
     from_network: Step,
     adam: Step,
     /// Kept alive for the bind groups that read them.
-    _weights: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+    _weights: Vec<ConvBuffers>,
     _moments: (wgpu::Buffer, wgpu::Buffer),
     _partials: wgpu::Buffer,
     allocated: u64,
@@ -33,12 +74,7 @@ pub struct Engine<'g> {
 impl<'g> Engine<'g> {
     /// Allocates every buffer and builds every step for `tape`. Refuses, before allocating, a size
     /// whose largest buffer exceeds the adapter's storage binding limit.
-    pub fn new(
-        gpu: &'g Gpu,
-        library: &KernelLibrary,
-        weights: &Vgg19Weights,
-        tape: Tape,
-    ) -> Result<Engine<'g>> {
+    pub fn new(gpu: &'g Gpu, library: &KernelLibrary, weights: &Vgg19Weights, tape: Tape) -> Result<Engine<'g>> {
         let memory = tape.memory();
         let limit = gpu.limits.max_storage_buffer_binding_size;
         if memory.largest_buffer > limit {
@@ -70,80 +106,28 @@ impl<'g> Engine<'g> {
             .collect();
         let buf = |t: TensorId| &buffers[of_tensor[t]];
 
-        let conv_weights: Vec<(wgpu::Buffer, wgpu::Buffer)> = weights.convs[..tape.convs_used()]
-            .iter()
-            .map(|c| {
-                (
-                    gpu.buffer_from(
-                        &format!("{} weights", c.name),
-                        bytemuck::cast_slice(&c.weights),
-                    ),
-                    gpu.buffer_from(&format!("{} bias", c.name), bytemuck::cast_slice(&c.bias)),
-                )
-            })
-            .collect();
+        let conv_weights: Vec<ConvBuffers> =
+            tape.conv_params().map(|(conv, params)| ConvBuffers::new(gpu, &weights.convs[conv], &params)).collect();
         let partials = gpu.buffer_zeroed("loss partials", 4 * tape.partials_len() as u64);
         let losses = gpu.buffer_zeroed("losses", 4 * tape.losses.len().max(1) as u64);
 
         let mut forward = Vec::new();
         for op in &tape.forward {
             match *op {
-                Op::Conv {
-                    conv,
-                    input,
-                    output,
-                    params,
-                } => {
-                    let (w, b) = &conv_weights[conv];
-                    forward.push(Step::new::<conv3x3::Forward>(
-                        gpu,
-                        library,
-                        &params,
-                        &[w, b, buf(input), buf(output)],
-                    )?);
+                Op::Conv { conv, input, output, params } => {
+                    let c = &conv_weights[conv];
+                    forward.push(conv_step(gpu, library, &params, [&c.weights, &c.bias, buf(input), buf(output)])?);
                 }
-                Op::MaxPool {
-                    input,
-                    output,
-                    params,
-                } => {
-                    forward.push(Step::new::<maxpool2::Forward>(
-                        gpu,
-                        library,
-                        &params,
-                        &[buf(input), buf(output)],
-                    )?);
+                Op::MaxPool { input, output, params } => {
+                    forward.push(Step::new::<maxpool2::Forward>(gpu, library, &params, &[buf(input), buf(output)])?);
                 }
-                Op::AvgPool {
-                    input,
-                    output,
-                    params,
-                } => {
-                    forward.push(Step::new::<avgpool2::Forward>(
-                        gpu,
-                        library,
-                        &params,
-                        &[buf(input), buf(output)],
-                    )?);
+                Op::AvgPool { input, output, params } => {
+                    forward.push(Step::new::<avgpool2::Forward>(gpu, library, &params, &[buf(input), buf(output)])?);
                 }
-                Op::Gram {
-                    input,
-                    output,
-                    params,
-                } => {
-                    forward.push(Step::new::<gram::Forward>(
-                        gpu,
-                        library,
-                        &params,
-                        &[buf(input), buf(output)],
-                    )?);
+                Op::Gram { input, output, params } => {
+                    forward.push(Step::new::<gram::Forward>(gpu, library, &params, &[buf(input), buf(output)])?);
                 }
-                Op::SqDiff {
-                    input,
-                    target,
-                    slot,
-                    params,
-                } => {
+                Op::SqDiff { input, target, slot, params } => {
                     forward.push(Step::new::<sqdiff::Forward>(
                         gpu,
                         library,
@@ -151,31 +135,12 @@ impl<'g> Engine<'g> {
                         &[buf(input), buf(target), &partials],
                     )?);
                     let sum = reduce::ReduceParams::new(params.partials(), slot);
-                    forward.push(Step::new::<reduce::Sum>(
-                        gpu,
-                        library,
-                        &sum,
-                        &[&partials, &losses],
-                    )?);
+                    forward.push(Step::new::<reduce::Sum>(gpu, library, &sum, &[&partials, &losses])?);
                 }
-                Op::Tv {
-                    input,
-                    slot,
-                    params,
-                } => {
-                    forward.push(Step::new::<tv::Forward>(
-                        gpu,
-                        library,
-                        &params,
-                        &[buf(input), &partials],
-                    )?);
+                Op::Tv { input, slot, params } => {
+                    forward.push(Step::new::<tv::Forward>(gpu, library, &params, &[buf(input), &partials])?);
                     let sum = reduce::ReduceParams::new(params.partials(), slot);
-                    forward.push(Step::new::<reduce::Sum>(
-                        gpu,
-                        library,
-                        &sum,
-                        &[&partials, &losses],
-                    )?);
+                    forward.push(Step::new::<reduce::Sum>(gpu, library, &sum, &[&partials, &losses])?);
                 }
             }
         }
@@ -183,100 +148,60 @@ impl<'g> Engine<'g> {
         let mut backward = Vec::new();
         for op in &tape.backward {
             backward.push(match *op {
-                BackOp::SqDiff {
-                    input,
-                    target,
-                    grad,
-                    params,
-                } => Step::new::<sqdiff::Backward>(
-                    gpu,
-                    library,
-                    &params,
-                    &[buf(input), buf(target), buf(grad)],
-                )?,
-                BackOp::Tv {
-                    input,
-                    grad,
-                    params,
-                } => Step::new::<tv::Backward>(gpu, library, &params, &[buf(input), buf(grad)])?,
-                BackOp::Gram {
-                    features,
-                    grad_gram,
-                    grad_features,
-                    params,
-                } => Step::new::<gram::Backward>(
+                BackOp::SqDiff { input, target, grad, params } => {
+                    Step::new::<sqdiff::Backward>(gpu, library, &params, &[buf(input), buf(target), buf(grad)])?
+                }
+                BackOp::Tv { input, grad, params } => {
+                    Step::new::<tv::Backward>(gpu, library, &params, &[buf(input), buf(grad)])?
+                }
+                BackOp::Gram { features, grad_gram, grad_features, params } => Step::new::<gram::Backward>(
                     gpu,
                     library,
                     &params,
                     &[buf(features), buf(grad_gram), buf(grad_features)],
                 )?,
-                BackOp::MaxPool {
-                    input,
-                    grad_output,
-                    grad_input,
-                    params,
-                } => Step::new::<maxpool2::Backward>(
+                BackOp::MaxPool { input, grad_output, grad_input, params } => Step::new::<maxpool2::Backward>(
                     gpu,
                     library,
                     &params,
                     &[buf(input), buf(grad_output), buf(grad_input)],
                 )?,
-                BackOp::AvgPool {
-                    grad_output,
-                    grad_input,
-                    params,
-                } => Step::new::<avgpool2::Backward>(
-                    gpu,
-                    library,
-                    &params,
-                    &[buf(grad_output), buf(grad_input)],
-                )?,
-                BackOp::Relu {
-                    output,
-                    grad_output,
-                    masked,
-                    params,
-                } => Step::new::<relu::Backward>(
-                    gpu,
-                    library,
-                    &params,
-                    &[buf(output), buf(grad_output), buf(masked)],
-                )?,
-                BackOp::ConvInput {
-                    conv,
-                    masked,
-                    grad_input,
-                    params,
-                } => Step::new::<conv3x3::BackwardInput>(
-                    gpu,
-                    library,
-                    &params,
-                    &[&conv_weights[conv].0, buf(masked), buf(grad_input)],
-                )?,
+                BackOp::AvgPool { grad_output, grad_input, params } => {
+                    Step::new::<avgpool2::Backward>(gpu, library, &params, &[buf(grad_output), buf(grad_input)])?
+                }
+                BackOp::Relu { output, grad_output, masked, params } => {
+                    Step::new::<relu::Backward>(gpu, library, &params, &[buf(output), buf(grad_output), buf(masked)])?
+                }
+                BackOp::ConvInput { conv, masked, grad_input, params } => {
+                    // The input gradient is a forward conv with flipped, transposed weights.
+                    let c = &conv_weights[conv];
+                    let gradient = Conv3x3Params::new(
+                        params.height as usize,
+                        params.width as usize,
+                        params.out_channels as usize,
+                        params.in_channels as usize,
+                    )
+                    .with_accumulate(params.accumulate != 0);
+                    conv_step(gpu, library, &gradient, [&c.transposed, &c.zero_bias, buf(masked), buf(grad_input)])?
+                }
             });
         }
 
         let pixels = tape.spec.height * tape.spec.width;
         let rgba = gpu.buffer_zeroed("image rgba", 4 * pixels as u64);
         let image_params = ImageParams::new(pixels);
-        let to_network =
-            Step::new::<image::ToNetwork>(gpu, library, &image_params, &[&rgba, buf(tape.image)])?;
-        let from_network = Step::new::<image::FromNetwork>(
-            gpu,
-            library,
-            &image_params,
-            &[buf(tape.image), &rgba],
-        )?;
+        let to_network = Step::new::<image::ToNetwork>(gpu, library, &image_params, &[&rgba, buf(tape.image)])?;
+        let from_network = Step::new::<image::FromNetwork>(gpu, library, &image_params, &[buf(tape.image), &rgba])?;
 
         let image_len = tape.tensors[tape.image].len;
         let m = gpu.buffer_zeroed("adam m", 4 * image_len as u64);
         let v = gpu.buffer_zeroed("adam v", 4 * image_len as u64);
         // The image gradient exists when any loss reaches the image; otherwise Adam reads a zero buffer.
-        let mut allocated: u64 = buffers
-            .iter()
-            .chain(conv_weights.iter().flat_map(|(w, b)| [w, b]))
-            .map(|b| b.size())
-            .sum();
+        let mut allocated: u64 = buffers.iter().map(|b| b.size()).sum::<u64>()
+            + conv_weights
+                .iter()
+                .map(|c| c.weights.size() + c.transposed.size() + c.bias.size() + c.zero_bias.size())
+                .sum::<u64>();
         allocated += partials.size() + losses.size() + rgba.size() + m.size() + v.size();
         let grad_buffer = match tape.image_grad() {
             Some(g) => buf(g).clone(),
@@ -287,12 +212,7 @@ impl<'g> Engine<'g> {
             }
         };
         let adam_params = AdamParams::at_step(image_len, &adam::AdamConfig::default(), 1);
-        let adam = Step::new::<adam::Step>(
-            gpu,
-            library,
-            &adam_params,
-            &[&grad_buffer, buf(tape.image), &m, &v],
-        )?;
+        let adam = Step::new::<adam::Step>(gpu, library, &adam_params, &[&grad_buffer, buf(tape.image), &m, &v])?;
 
         Ok(Engine {
             gpu,
@@ -326,18 +246,14 @@ impl<'g> Engine<'g> {
     /// the network's input convention in the image tensor.
     pub fn set_image_rgba(&self, rgba: &[u32]) -> Result<()> {
         self.check_pixels(rgba.len())?;
-        self.gpu
-            .queue
-            .write_buffer(&self.rgba, 0, bytemuck::cast_slice(rgba));
+        self.gpu.queue.write_buffer(&self.rgba, 0, bytemuck::cast_slice(rgba));
         submit(self.gpu, "image to network", &[&self.to_network])
     }
 
     /// Writes the image tensor directly, in the network's convention (HWC, BGR minus the mean).
     pub fn set_image(&self, net: &[f32]) -> Result<()> {
         self.check_pixels(net.len() / 3)?;
-        self.gpu
-            .queue
-            .write_buffer(self.buffer(self.tape.image), 0, bytemuck::cast_slice(net));
+        self.gpu.queue.write_buffer(self.buffer(self.tape.image), 0, bytemuck::cast_slice(net));
         Ok(())
     }
 
@@ -351,11 +267,7 @@ impl<'g> Engine<'g> {
     fn check_pixels(&self, pixels: usize) -> Result<()> {
         let (h, w) = (self.tape.spec.height, self.tape.spec.width);
         if pixels != h * w {
-            return Err(Error::ImageSize {
-                height: h,
-                width: w,
-                message: format!("got an image of {pixels} pixels"),
-            });
+            return Err(Error::ImageSize { height: h, width: w, message: format!("got an image of {pixels} pixels") });
         }
         Ok(())
     }
@@ -370,22 +282,14 @@ impl<'g> Engine<'g> {
     /// After a forward run, copies each `kind` loss's source into its target on the GPU.
     pub fn capture_targets(&self, kind: LossKind) -> Result<()> {
         self.gpu.scoped("capturing loss targets", || {
-            let mut encoder =
-                self.gpu
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("capture targets"),
-                    });
+            let mut encoder = self
+                .gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("capture targets") });
             for term in self.tape.losses.iter().filter(|t| t.kind == kind) {
                 if let Some(target) = term.target {
                     let bytes = 4 * self.tape.tensors[term.source].len as u64;
-                    encoder.copy_buffer_to_buffer(
-                        self.buffer(term.source),
-                        0,
-                        self.buffer(target),
-                        0,
-                        bytes,
-                    );
+                    encoder.copy_buffer_to_buffer(self.buffer(term.source), 0, self.buffer(target), 0, bytes);
                 }
             }
             self.gpu.queue.submit([encoder.finish()]);

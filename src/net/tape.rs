@@ -9,6 +9,7 @@ use super::vgg::{layer_position, layers, min_side, Layer, Pooling, CONVS};
 use crate::error::{Error, Result};
 use crate::ops::conv3x3::Conv3x3Params;
 use crate::ops::gram::GramParams;
+use crate::ops::image::NETWORK_CHANNELS;
 use crate::ops::maxpool2::Pool2Params;
 use crate::ops::relu::ReluParams;
 use crate::ops::sqdiff::SqDiffParams;
@@ -204,12 +205,7 @@ impl MemoryReport {
 
 impl Tape {
     fn add(&mut self, name: String, kind: TensorKind, shape: (usize, usize, usize)) -> TensorId {
-        self.tensors.push(TensorInfo {
-            name,
-            len: shape.0 * shape.1 * shape.2,
-            kind,
-            shape,
-        });
+        self.tensors.push(TensorInfo { name, len: shape.0 * shape.1 * shape.2, kind, shape });
         self.tensors.len() - 1
     }
 
@@ -241,11 +237,7 @@ impl Tape {
             }
         }
         if h == 0 || w == 0 {
-            return Err(Error::ImageSize {
-                height: h,
-                width: w,
-                message: "the image is empty".into(),
-            });
+            return Err(Error::ImageSize { height: h, width: w, message: "the image is empty".into() });
         }
         let deepest = used.iter().map(|&(_, p)| p).max();
 
@@ -259,11 +251,11 @@ impl Tape {
             losses: Vec::new(),
             outputs: Vec::new(),
         };
-        tape.image = tape.add("image".into(), TensorKind::Image, (h, w, 3));
+        tape.image = tape.add("image".into(), TensorKind::Image, (h, w, NETWORK_CHANNELS));
 
         // The network, truncated after the deepest layer a loss reads.
         let loss_layers: Vec<&str> = used.iter().map(|&(n, _)| n).collect();
-        let (mut current, mut ch, mut cw, mut cc) = (tape.image, h, w, 3);
+        let (mut current, mut ch, mut cw, mut cc) = (tape.image, h, w, NETWORK_CHANNELS);
         for (position, layer) in layers().into_iter().enumerate() {
             if deepest.is_none_or(|d| position > d) {
                 break;
@@ -272,19 +264,9 @@ impl Tape {
             match layer {
                 Layer::Conv(i) => {
                     let c = CONVS[i];
-                    let output = tape.add(
-                        name.clone(),
-                        TensorKind::Activation,
-                        (ch, cw, c.out_channels),
-                    );
-                    let params =
-                        Conv3x3Params::new(ch, cw, c.in_channels, c.out_channels).with_relu(true);
-                    tape.forward.push(Op::Conv {
-                        conv: i,
-                        input: current,
-                        output,
-                        params,
-                    });
+                    let output = tape.add(name.clone(), TensorKind::Activation, (ch, cw, c.out_channels));
+                    let params = Conv3x3Params::new(ch, cw, c.in_channels, c.out_channels).with_relu(true);
+                    tape.forward.push(Op::Conv { conv: i, input: current, output, params });
                     current = output;
                     cc = c.out_channels;
                 }
@@ -298,16 +280,8 @@ impl Tape {
                     };
                     let output = tape.add(name.clone(), kind, (oh, ow, cc));
                     tape.forward.push(match spec.pooling {
-                        Pooling::Max => Op::MaxPool {
-                            input: current,
-                            output,
-                            params,
-                        },
-                        Pooling::Avg => Op::AvgPool {
-                            input: current,
-                            output,
-                            params,
-                        },
+                        Pooling::Max => Op::MaxPool { input: current, output, params },
+                        Pooling::Avg => Op::AvgPool { input: current, output, params },
                     });
                     current = output;
                     (ch, cw) = (oh, ow);
@@ -315,31 +289,16 @@ impl Tape {
             }
             tape.outputs.push((name, current));
         }
-        let output = |tape: &Tape, name: &str| {
-            tape.outputs
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|&(_, t)| t)
-                .unwrap()
-        };
+        let output = |tape: &Tape, name: &str| tape.outputs.iter().find(|(n, _)| n == name).map(|&(_, t)| t).unwrap();
 
         // Loss heads.
         for (name, weight) in &spec.content {
             let input = output(&tape, name);
             let info = tape.tensors[input].clone();
-            let target = tape.add(
-                format!("content target {name}"),
-                TensorKind::Target,
-                info.shape,
-            );
+            let target = tape.add(format!("content target {name}"), TensorKind::Target, info.shape);
             let slot = tape.losses.len();
             let params = SqDiffParams::mean(info.len, *weight);
-            tape.forward.push(Op::SqDiff {
-                input,
-                target,
-                slot,
-                params,
-            });
+            tape.forward.push(Op::SqDiff { input, target, slot, params });
             tape.losses.push(LossTerm {
                 kind: LossKind::Content,
                 layer: name.clone(),
@@ -351,24 +310,11 @@ impl Tape {
             let input = output(&tape, name);
             let (fh, fw, c) = tape.tensors[input].shape;
             let gram = tape.add(format!("gram {name}"), TensorKind::Gram, (c, c, 1));
-            tape.forward.push(Op::Gram {
-                input,
-                output: gram,
-                params: GramParams::new(fh, fw, c),
-            });
-            let target = tape.add(
-                format!("style target {name}"),
-                TensorKind::Target,
-                (c, c, 1),
-            );
+            tape.forward.push(Op::Gram { input, output: gram, params: GramParams::new(fh, fw, c) });
+            let target = tape.add(format!("style target {name}"), TensorKind::Target, (c, c, 1));
             let slot = tape.losses.len();
             let params = SqDiffParams::mean(c * c, *weight);
-            tape.forward.push(Op::SqDiff {
-                input: gram,
-                target,
-                slot,
-                params,
-            });
+            tape.forward.push(Op::SqDiff { input: gram, target, slot, params });
             tape.losses.push(LossTerm {
                 kind: LossKind::Style,
                 layer: name.clone(),
@@ -378,18 +324,9 @@ impl Tape {
         }
         if spec.tv != 0.0 {
             let slot = tape.losses.len();
-            let params = TvParams::new(h, w, 3, spec.tv as f32);
-            tape.forward.push(Op::Tv {
-                input: tape.image,
-                slot,
-                params,
-            });
-            tape.losses.push(LossTerm {
-                kind: LossKind::Tv,
-                layer: "image".into(),
-                target: None,
-                source: tape.image,
-            });
+            let params = TvParams::new(h, w, NETWORK_CHANNELS, spec.tv as f32);
+            tape.forward.push(Op::Tv { input: tape.image, slot, params });
+            tape.losses.push(LossTerm { kind: LossKind::Tv, layer: "image".into(), target: None, source: tape.image });
         }
 
         tape.record_backward();
@@ -407,103 +344,47 @@ impl Tape {
         let mut backward = Vec::new();
         for op in self.forward.clone().iter().rev() {
             match *op {
-                Op::SqDiff {
-                    input,
-                    target,
-                    params,
-                    ..
-                } => {
+                Op::SqDiff { input, target, params, .. } => {
                     let grad = self.grad_of(input);
                     let params = params.with_accumulate(!first(grad));
-                    backward.push(BackOp::SqDiff {
-                        input,
-                        target,
-                        grad,
-                        params,
-                    });
+                    backward.push(BackOp::SqDiff { input, target, grad, params });
                 }
                 Op::Tv { input, params, .. } => {
                     let grad = self.grad_of(input);
                     let params = params.with_accumulate(!first(grad));
-                    backward.push(BackOp::Tv {
-                        input,
-                        grad,
-                        params,
-                    });
+                    backward.push(BackOp::Tv { input, grad, params });
                 }
-                Op::Gram {
-                    input,
-                    output,
-                    params,
-                } if has(&self.grads, output) => {
+                Op::Gram { input, output, params } if has(&self.grads, output) => {
                     let grad_gram = self.grads[&output];
                     let grad_features = self.grad_of(input);
                     let params = params.with_accumulate(!first(grad_features));
-                    backward.push(BackOp::Gram {
-                        features: input,
-                        grad_gram,
-                        grad_features,
-                        params,
-                    });
+                    backward.push(BackOp::Gram { features: input, grad_gram, grad_features, params });
                 }
-                Op::MaxPool {
-                    input,
-                    output,
-                    params,
-                } if has(&self.grads, output) => {
+                Op::MaxPool { input, output, params } if has(&self.grads, output) => {
                     let grad_output = self.grads[&output];
                     let grad_input = self.grad_of(input);
                     let params = params.with_accumulate(!first(grad_input));
-                    backward.push(BackOp::MaxPool {
-                        input,
-                        grad_output,
-                        grad_input,
-                        params,
-                    });
+                    backward.push(BackOp::MaxPool { input, grad_output, grad_input, params });
                 }
-                Op::AvgPool {
-                    input,
-                    output,
-                    params,
-                } if has(&self.grads, output) => {
+                Op::AvgPool { input, output, params } if has(&self.grads, output) => {
                     let grad_output = self.grads[&output];
                     let grad_input = self.grad_of(input);
                     let params = params.with_accumulate(!first(grad_input));
-                    backward.push(BackOp::AvgPool {
-                        grad_output,
-                        grad_input,
-                        params,
-                    });
+                    backward.push(BackOp::AvgPool { grad_output, grad_input, params });
                 }
-                Op::Conv {
-                    conv,
-                    input,
-                    output,
-                    params,
-                } if has(&self.grads, output) => {
+                Op::Conv { conv, input, output, params } if has(&self.grads, output) => {
                     let grad_output = self.grads[&output];
                     let len = self.tensors[output].len;
-                    let m = *masked.get_or_insert_with(|| {
-                        self.add("masked gradient".into(), TensorKind::Masked, (len, 1, 1))
-                    });
+                    let m = *masked
+                        .get_or_insert_with(|| self.add("masked gradient".into(), TensorKind::Masked, (len, 1, 1)));
                     if self.tensors[m].len < len {
                         self.tensors[m].len = len;
                         self.tensors[m].shape = (len, 1, 1);
                     }
-                    backward.push(BackOp::Relu {
-                        output,
-                        grad_output,
-                        masked: m,
-                        params: ReluParams::new(len),
-                    });
+                    backward.push(BackOp::Relu { output, grad_output, masked: m, params: ReluParams::new(len) });
                     let grad_input = self.grad_of(input);
                     let params = params.with_relu(false).with_accumulate(!first(grad_input));
-                    backward.push(BackOp::ConvInput {
-                        conv,
-                        masked: m,
-                        grad_input,
-                        params,
-                    });
+                    backward.push(BackOp::ConvInput { conv, masked: m, grad_input, params });
                 }
                 _ => {}
             }
@@ -518,10 +399,7 @@ impl Tape {
 
     /// The tensor holding layer `name`'s output.
     pub fn output(&self, name: &str) -> Option<TensorId> {
-        self.outputs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|&(_, t)| t)
+        self.outputs.iter().find(|(n, _)| n == name).map(|&(_, t)| t)
     }
 
     /// Element counts of the buffers an engine allocates, one per tensor except that all
@@ -533,12 +411,10 @@ impl Tape {
         let mut shared: HashMap<TensorKind, usize> = HashMap::new();
         for t in &self.tensors {
             let b = match t.kind {
-                TensorKind::Transient | TensorKind::Masked => {
-                    *shared.entry(t.kind).or_insert_with(|| {
-                        lens.push(0);
-                        lens.len() - 1
-                    })
-                }
+                TensorKind::Transient | TensorKind::Masked => *shared.entry(t.kind).or_insert_with(|| {
+                    lens.push(0);
+                    lens.len() - 1
+                }),
                 _ => {
                     lens.push(0);
                     lens.len() - 1
@@ -565,10 +441,15 @@ impl Tape {
 
     /// The conv layers this tape runs.
     pub fn convs_used(&self) -> usize {
-        self.forward
-            .iter()
-            .filter(|op| matches!(op, Op::Conv { .. }))
-            .count()
+        self.forward.iter().filter(|op| matches!(op, Op::Conv { .. })).count()
+    }
+
+    /// Each conv the tape runs, in order, with its params.
+    pub fn conv_params(&self) -> impl Iterator<Item = (usize, Conv3x3Params)> + '_ {
+        self.forward.iter().filter_map(|op| match *op {
+            Op::Conv { conv, params, .. } => Some((conv, params)),
+            _ => None,
+        })
     }
 
     /// GPU memory an engine for this tape needs, with Adam's two moment buffers and the RGBA
@@ -584,25 +465,25 @@ impl Tape {
             let bytes = 4 * lens[b] as u64;
             report.largest_buffer = report.largest_buffer.max(bytes);
             match t.kind {
-                TensorKind::Activation | TensorKind::Gram | TensorKind::Image => {
-                    report.activations += bytes
-                }
+                TensorKind::Activation | TensorKind::Gram | TensorKind::Image => report.activations += bytes,
                 TensorKind::Grad => report.gradients += bytes,
                 TensorKind::Target => report.targets += bytes,
                 TensorKind::Transient | TensorKind::Masked => report.other += bytes,
             }
         }
-        for c in &CONVS[..self.convs_used()] {
-            report.weights += 4 * (c.out_channels * 9 * c.in_channels + c.out_channels) as u64;
-            report.largest_buffer = report
-                .largest_buffer
-                .max(4 * (c.out_channels * 9 * c.in_channels) as u64);
+        // Each conv keeps its weights, their flipped transpose for the input gradient, its bias,
+        // and a zero bias for the gradient conv.
+        for (_, p) in self.conv_params() {
+            let weights = 4 * p.weights_len() as u64;
+            report.weights += 2 * weights + 4 * (p.out_channels + p.in_channels) as u64;
+            report.largest_buffer = report.largest_buffer.max(weights);
         }
         let pixels = (self.spec.height * self.spec.width) as u64;
         report.other += 4 * self.partials_len() as u64 + 4 * self.losses.len().max(1) as u64;
-        report.other += 2 * 4 * 3 * pixels + 4 * pixels;
+        let image = 4 * NETWORK_CHANNELS as u64 * pixels;
+        report.other += 2 * image + 4 * pixels;
         if self.image_grad().is_none() {
-            report.other += 4 * 3 * pixels;
+            report.other += image;
         }
         report
     }

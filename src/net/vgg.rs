@@ -16,20 +16,8 @@ pub struct ConvSpec {
     pub out_channels: usize,
 }
 
-const fn conv(
-    name: &'static str,
-    relu: &'static str,
-    block: usize,
-    cin: usize,
-    cout: usize,
-) -> ConvSpec {
-    ConvSpec {
-        name,
-        relu,
-        block,
-        in_channels: cin,
-        out_channels: cout,
-    }
+const fn conv(name: &'static str, relu: &'static str, block: usize, cin: usize, cout: usize) -> ConvSpec {
+    ConvSpec { name, relu, block, in_channels: cin, out_channels: cout }
 }
 
 /// VGG19's 16 conv layers, in order.
@@ -105,19 +93,13 @@ pub fn layer_position(name: &str) -> Result<usize> {
         Some(c) => format!("nst fuses ReLU into each convolution; use {}", c.relu),
         None => format!("the layers are {}", layer_names().join(", ")),
     };
-    Err(Error::UnknownLayer {
-        name: name.to_string(),
-        hint,
-    })
+    Err(Error::UnknownLayer { name: name.to_string(), hint })
 }
 
 /// The smallest image side for which `name`'s output is at least 1x1: 2^(pools up to it).
 pub fn min_side(name: &str) -> Result<usize> {
     let position = layer_position(name)?;
-    let pools = layers()[..=position]
-        .iter()
-        .filter(|l| matches!(l, Layer::Pool(_)))
-        .count();
+    let pools = layers()[..=position].iter().filter(|l| matches!(l, Layer::Pool(_))).count();
     Ok(1 << pools)
 }
 

@@ -32,12 +32,7 @@ pub struct AdamConfig {
 impl Default for AdamConfig {
     /// Kingma and Ba's defaults for the betas and epsilon, with a learning rate for images in 0..255.
     fn default() -> Self {
-        AdamConfig {
-            lr: 1.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-        }
+        AdamConfig { lr: 1.0, beta1: 0.9, beta2: 0.999, epsilon: 1e-8 }
     }
 }
 
@@ -67,12 +62,7 @@ impl Kernel for Step {
         entry: "step",
         workgroup_size: 64,
         params_bytes: std::mem::size_of::<AdamParams>(),
-        bindings: &[
-            read(1, "grad"),
-            read_write(2, "x"),
-            read_write(3, "m"),
-            read_write(4, "v"),
-        ],
+        bindings: &[read(1, "grad"), read_write(2, "x"), read_write(3, "m"), read_write(4, "v")],
     };
     fn workgroups(p: &AdamParams) -> u64 {
         groups_for(p.len as u64, Self::ENTRY.workgroup_size)

@@ -17,7 +17,8 @@ pub struct Conv3x3Params {
     pub out_channels: u32,
     /// Forward only: apply ReLU to the output when non-zero.
     pub relu: u32,
-    /// Backward only: add to the input gradient instead of overwriting it when non-zero.
+    /// Add to the output (forward) or input gradient (backward) instead of overwriting it when
+    /// non-zero.
     pub accumulate: u32,
 }
 
@@ -71,20 +72,13 @@ impl Kernel for Forward {
         entry: "forward",
         workgroup_size: 64,
         params_bytes: std::mem::size_of::<Conv3x3Params>(),
-        bindings: &[
-            read(1, "weights"),
-            read(2, "bias"),
-            read(3, "input"),
-            read_write(4, "output"),
-        ],
+        bindings: &[read(1, "weights"), read(2, "bias"), read(3, "input"), read_write(4, "output")],
     };
     fn workgroups(p: &Conv3x3Params) -> u64 {
         groups_for(p.output_len() as u64, Self::ENTRY.workgroup_size)
     }
     fn binding_lens(p: &Conv3x3Params) -> Vec<u64> {
-        [p.weights_len(), p.bias_len(), p.input_len(), p.output_len()]
-            .map(|n| n as u64)
-            .to_vec()
+        [p.weights_len(), p.bias_len(), p.input_len(), p.output_len()].map(|n| n as u64).to_vec()
     }
 }
 
@@ -98,30 +92,18 @@ impl Kernel for BackwardInput {
         entry: "backward_input",
         workgroup_size: 64,
         params_bytes: std::mem::size_of::<Conv3x3Params>(),
-        bindings: &[
-            read(1, "weights"),
-            read(3, "grad_output"),
-            read_write(4, "grad_input"),
-        ],
+        bindings: &[read(1, "weights"), read(3, "grad_output"), read_write(4, "grad_input")],
     };
     fn workgroups(p: &Conv3x3Params) -> u64 {
         groups_for(p.input_len() as u64, Self::ENTRY.workgroup_size)
     }
     fn binding_lens(p: &Conv3x3Params) -> Vec<u64> {
-        [p.weights_len(), p.output_len(), p.input_len()]
-            .map(|n| n as u64)
-            .to_vec()
+        [p.weights_len(), p.output_len(), p.input_len()].map(|n| n as u64).to_vec()
     }
 }
 
 /// CPU twin of `conv3x3.forward`.
-pub fn forward<T: Real>(
-    p: &Conv3x3Params,
-    weights: &[T],
-    bias: &[T],
-    input: &[T],
-    output: &mut [T],
-) {
+pub fn forward<T: Real>(p: &Conv3x3Params, weights: &[T], bias: &[T], input: &[T], output: &mut [T]) {
     let (h, w) = (p.height as i64, p.width as i64);
     let (cin, cout) = (p.in_channels as usize, p.out_channels as usize);
     for y in 0..h {
@@ -149,19 +131,14 @@ pub fn forward<T: Real>(
                 if p.relu != 0 {
                     acc = acc.max(T::zero());
                 }
-                output[(y * w + x) as usize * cout + co] = acc;
+                store(&mut output[(y * w + x) as usize * cout + co], acc, p.accumulate);
             }
         }
     }
 }
 
 /// CPU twin of `conv3x3.backward_input`.
-pub fn backward_input<T: Real>(
-    p: &Conv3x3Params,
-    weights: &[T],
-    grad_output: &[T],
-    grad_input: &mut [T],
-) {
+pub fn backward_input<T: Real>(p: &Conv3x3Params, weights: &[T], grad_output: &[T], grad_input: &mut [T]) {
     let (h, w) = (p.height as i64, p.width as i64);
     let (cin, cout) = (p.in_channels as usize, p.out_channels as usize);
     for y in 0..h {
@@ -185,11 +162,7 @@ pub fn backward_input<T: Real>(
                         }
                     }
                 }
-                store(
-                    &mut grad_input[(y * w + x) as usize * cin + ci],
-                    acc,
-                    p.accumulate,
-                );
+                store(&mut grad_input[(y * w + x) as usize * cin + ci], acc, p.accumulate);
             }
         }
     }

@@ -77,21 +77,13 @@ impl Kernel for Backward {
         entry: "backward",
         workgroup_size: 64,
         params_bytes: std::mem::size_of::<GramParams>(),
-        bindings: &[
-            read(1, "features"),
-            read(3, "grad_gram"),
-            read_write(4, "grad_features"),
-        ],
+        bindings: &[read(1, "features"), read(3, "grad_gram"), read_write(4, "grad_features")],
     };
     fn workgroups(p: &GramParams) -> u64 {
         groups_for(p.features_len() as u64, Self::ENTRY.workgroup_size)
     }
     fn binding_lens(p: &GramParams) -> Vec<u64> {
-        vec![
-            p.features_len() as u64,
-            p.gram_len() as u64,
-            p.features_len() as u64,
-        ]
+        vec![p.features_len() as u64, p.gram_len() as u64, p.features_len() as u64]
     }
 }
 
@@ -118,11 +110,7 @@ pub fn backward<T: Real>(p: &GramParams, features: &[T], grad_gram: &[T], grad_f
             for j in 0..c {
                 acc += (grad_gram[i * c + j] + grad_gram[j * c + i]) * features[q * c + j];
             }
-            store(
-                &mut grad_features[q * c + i],
-                T::from_f64(p.scale as f64) * acc,
-                p.accumulate,
-            );
+            store(&mut grad_features[q * c + i], T::from_f64(p.scale as f64) * acc, p.accumulate);
         }
     }
 }

@@ -8,6 +8,10 @@ use crate::Real;
 /// The mean pixel of the original (Caffe) VGG19 weights, in R, G, B order.
 pub const VGG_MEAN_RGB: [f32; 3] = [123.68, 116.779, 103.939];
 
+/// Channels of the network-side image: B, G, R and a zero channel that keeps every conv input a
+/// multiple of 4 channels.
+pub const NETWORK_CHANNELS: usize = 4;
+
 /// Params of `image.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
@@ -22,16 +26,11 @@ impl ImageParams {
     /// `pixels` pixels with VGG19's mean.
     pub fn new(pixels: usize) -> Self {
         let [mean_r, mean_g, mean_b] = VGG_MEAN_RGB;
-        ImageParams {
-            pixels: pixels as u32,
-            mean_r,
-            mean_g,
-            mean_b,
-        }
+        ImageParams { pixels: pixels as u32, mean_r, mean_g, mean_b }
     }
-    /// Elements of the network-side image: 3 per pixel, BGR.
+    /// Elements of the network-side image: 4 per pixel, B, G, R and 0.
     pub fn network_len(&self) -> usize {
-        3 * self.pixels as usize
+        NETWORK_CHANNELS * self.pixels as usize
     }
 }
 
@@ -80,13 +79,14 @@ pub fn pack_rgba(rgba: [u8; 4]) -> u32 {
     u32::from_le_bytes(rgba)
 }
 
-/// CPU twin of `image.to_network`: RGBA8 to BGR minus the mean.
+/// CPU twin of `image.to_network`: RGBA8 to BGR minus the mean, and a zero fourth channel.
 pub fn to_network<T: Real>(p: &ImageParams, rgba_in: &[u32], net_out: &mut [T]) {
     for (px, &v) in rgba_in.iter().enumerate().take(p.pixels as usize) {
         let [r, g, b, _] = v.to_le_bytes();
-        net_out[3 * px] = T::from_f64(b as f64) - T::from_f64(p.mean_b as f64);
-        net_out[3 * px + 1] = T::from_f64(g as f64) - T::from_f64(p.mean_g as f64);
-        net_out[3 * px + 2] = T::from_f64(r as f64) - T::from_f64(p.mean_r as f64);
+        net_out[4 * px] = T::from_f64(b as f64) - T::from_f64(p.mean_b as f64);
+        net_out[4 * px + 1] = T::from_f64(g as f64) - T::from_f64(p.mean_g as f64);
+        net_out[4 * px + 2] = T::from_f64(r as f64) - T::from_f64(p.mean_r as f64);
+        net_out[4 * px + 3] = T::zero();
     }
 }
 
@@ -105,9 +105,9 @@ fn to_byte<T: Real>(v: T) -> u8 {
 pub fn from_network<T: Real>(p: &ImageParams, net_in: &[T], rgba_out: &mut [u32]) {
     let mean = |m: f32| T::from_f64(m as f64);
     for (px, out) in rgba_out.iter_mut().enumerate().take(p.pixels as usize) {
-        let r = to_byte(net_in[3 * px + 2] + mean(p.mean_r));
-        let g = to_byte(net_in[3 * px + 1] + mean(p.mean_g));
-        let b = to_byte(net_in[3 * px] + mean(p.mean_b));
+        let r = to_byte(net_in[4 * px + 2] + mean(p.mean_r));
+        let g = to_byte(net_in[4 * px + 1] + mean(p.mean_g));
+        let b = to_byte(net_in[4 * px] + mean(p.mean_b));
         *out = pack_rgba([r, g, b, 255]);
     }
 }

@@ -20,12 +20,7 @@ pub struct Pool2Params {
 
 impl Pool2Params {
     pub fn new(height: usize, width: usize, channels: usize) -> Self {
-        Pool2Params {
-            height: height as u32,
-            width: width as u32,
-            channels: channels as u32,
-            accumulate: 0,
-        }
+        Pool2Params { height: height as u32, width: width as u32, channels: channels as u32, accumulate: 0 }
     }
     pub fn with_accumulate(mut self, accumulate: bool) -> Self {
         self.accumulate = accumulate as u32;
@@ -75,21 +70,13 @@ impl Kernel for Backward {
         entry: "backward",
         workgroup_size: 64,
         params_bytes: std::mem::size_of::<Pool2Params>(),
-        bindings: &[
-            read(1, "input"),
-            read(3, "grad_output"),
-            read_write(4, "grad_input"),
-        ],
+        bindings: &[read(1, "input"), read(3, "grad_output"), read_write(4, "grad_input")],
     };
     fn workgroups(p: &Pool2Params) -> u64 {
         groups_for(p.input_len() as u64, Self::ENTRY.workgroup_size)
     }
     fn binding_lens(p: &Pool2Params) -> Vec<u64> {
-        vec![
-            p.input_len() as u64,
-            p.output_len() as u64,
-            p.input_len() as u64,
-        ]
+        vec![p.input_len() as u64, p.output_len() as u64, p.input_len() as u64]
     }
 }
 
@@ -113,8 +100,7 @@ pub fn forward<T: Real>(p: &Pool2Params, input: &[T], output: &mut [T]) {
         for ox in 0..p.out_width() {
             for c in 0..cn {
                 let k = argmax(p, input, oy, ox, c);
-                output[(oy * p.out_width() + ox) * cn + c] =
-                    input[((2 * oy + k / 2) * w + 2 * ox + k % 2) * cn + c];
+                output[(oy * p.out_width() + ox) * cn + c] = input[((2 * oy + k / 2) * w + 2 * ox + k % 2) * cn + c];
             }
         }
     }
@@ -128,10 +114,7 @@ pub fn backward<T: Real>(p: &Pool2Params, input: &[T], grad_output: &[T], grad_i
             for c in 0..cn {
                 let (oy, ox) = (y / 2, x / 2);
                 let mut g = T::zero();
-                if oy < p.out_height()
-                    && ox < p.out_width()
-                    && argmax(p, input, oy, ox, c) == (y % 2) * 2 + x % 2
-                {
+                if oy < p.out_height() && ox < p.out_width() && argmax(p, input, oy, ox, c) == (y % 2) * 2 + x % 2 {
                     g = grad_output[(oy * p.out_width() + ox) * cn + c];
                 }
                 store(&mut grad_input[(y * w + x) * cn + c], g, p.accumulate);

@@ -6,6 +6,7 @@
 pub mod adam;
 pub mod avgpool2;
 pub mod conv3x3;
+pub mod conv3x3_subgroup;
 pub mod gram;
 pub mod image;
 pub mod maxpool2;
@@ -22,6 +23,8 @@ use crate::Real;
 pub const ENTRY_POINTS: &[EntryPoint] = &[
     conv3x3::Forward::ENTRY,
     conv3x3::BackwardInput::ENTRY,
+    conv3x3_subgroup::Forward32::ENTRY,
+    conv3x3_subgroup::Forward4::ENTRY,
     relu::Forward::ENTRY,
     relu::Backward::ENTRY,
     maxpool2::Forward::ENTRY,

@@ -16,10 +16,7 @@ pub struct ReduceParams {
 
 impl ReduceParams {
     pub fn new(len: usize, slot: usize) -> Self {
-        ReduceParams {
-            len: len as u32,
-            slot: slot as u32,
-        }
+        ReduceParams { len: len as u32, slot: slot as u32 }
     }
 }
 

@@ -17,10 +17,7 @@ pub struct ReluParams {
 
 impl ReluParams {
     pub fn new(len: usize) -> Self {
-        ReluParams {
-            len: len as u32,
-            accumulate: 0,
-        }
+        ReluParams { len: len as u32, accumulate: 0 }
     }
     pub fn with_accumulate(mut self, accumulate: bool) -> Self {
         self.accumulate = accumulate as u32;
@@ -64,11 +61,7 @@ impl Kernel for Backward {
         entry: "backward",
         workgroup_size: 64,
         params_bytes: std::mem::size_of::<ReluParams>(),
-        bindings: &[
-            read(3, "output"),
-            read(4, "grad_output"),
-            read_write(5, "grad_input"),
-        ],
+        bindings: &[read(3, "output"), read(4, "grad_output"), read_write(5, "grad_input")],
     };
     fn workgroups(p: &ReluParams) -> u64 {
         groups_for(p.len as u64, Self::ENTRY.workgroup_size)
@@ -88,11 +81,7 @@ pub fn forward<T: Real>(p: &ReluParams, input: &[T], output: &mut [T]) {
 /// CPU twin of `relu.backward`: the gradient passes where the forward output is positive; at 0 it is 0.
 pub fn backward<T: Real>(p: &ReluParams, output: &[T], grad_output: &[T], grad_input: &mut [T]) {
     for i in 0..p.len() {
-        let g = if output[i] > T::zero() {
-            grad_output[i]
-        } else {
-            T::zero()
-        };
+        let g = if output[i] > T::zero() { grad_output[i] } else { T::zero() };
         store(&mut grad_input[i], g, p.accumulate);
     }
 }

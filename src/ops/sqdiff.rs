@@ -19,11 +19,7 @@ pub struct SqDiffParams {
 
 impl SqDiffParams {
     pub fn new(len: usize, scale: f32) -> Self {
-        SqDiffParams {
-            len: len as u32,
-            accumulate: 0,
-            scale,
-        }
+        SqDiffParams { len: len as u32, accumulate: 0, scale }
     }
     /// `weight` times the mean squared difference: `scale = weight / len`.
     pub fn mean(len: usize, weight: f64) -> Self {

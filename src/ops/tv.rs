@@ -20,13 +20,7 @@ pub struct TvParams {
 
 impl TvParams {
     pub fn new(height: usize, width: usize, channels: usize, scale: f32) -> Self {
-        TvParams {
-            height: height as u32,
-            width: width as u32,
-            channels: channels as u32,
-            accumulate: 0,
-            scale,
-        }
+        TvParams { height: height as u32, width: width as u32, channels: channels as u32, accumulate: 0, scale }
     }
     pub fn with_accumulate(mut self, accumulate: bool) -> Self {
         self.accumulate = accumulate as u32;

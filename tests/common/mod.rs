@@ -36,9 +36,7 @@ impl Rng {
     }
     /// Integers in lo..=hi as floats: many exact ties and exact zeros.
     pub fn vec_ties(&mut self, n: usize, lo: i32, hi: i32) -> Vec<f32> {
-        (0..n)
-            .map(|_| (lo + self.below((hi - lo + 1) as usize) as i32) as f32)
-            .collect()
+        (0..n).map(|_| (lo + self.below((hi - lo + 1) as usize) as i32) as f32).collect()
     }
 }
 
@@ -95,22 +93,14 @@ pub fn assert_close_bound(
     rtol: f64,
 ) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    assert_eq!(
-        shape.iter().product::<usize>(),
-        want.len(),
-        "{what}: shape {shape:?} does not match length"
-    );
+    assert_eq!(shape.iter().product::<usize>(), want.len(), "{what}: shape {shape:?} does not match length");
     let mut worst = (0usize, f64::NEG_INFINITY);
     let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
     let mut failures = 0usize;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g as f64 - w).abs();
         let allowed = atol(i) + rtol * w.abs();
-        let ratio = if err.is_nan() {
-            f64::INFINITY
-        } else {
-            err / allowed
-        };
+        let ratio = if err.is_nan() { f64::INFINITY } else { err / allowed };
         if ratio > worst.1 {
             worst = (i, ratio);
         }
@@ -132,20 +122,14 @@ pub fn assert_close_bound(
         want[i],
         (got[i] as f64 - want[i]).abs()
     );
-    println!(
-        "max error {what}: abs {max_abs:.3e} rel {max_rel:.3e} over {} elements",
-        want.len()
-    );
+    println!("max error {what}: abs {max_abs:.3e} rel {max_rel:.3e} over {} elements", want.len());
 }
 
 /// Exact equality for integer outputs, naming the first mismatch.
 pub fn assert_same_u32(what: &str, got: &[u32], want: &[u32]) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     if let Some(i) = got.iter().zip(want).position(|(g, w)| g != w) {
-        panic!(
-            "{what}: first mismatch at {i}: got {:#010x}, want {:#010x}",
-            got[i], want[i]
-        );
+        panic!("{what}: first mismatch at {i}: got {:#010x}, want {:#010x}", got[i], want[i]);
     }
     println!("max error {what}: exact over {} elements", want.len());
 }
