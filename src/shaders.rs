@@ -1,5 +1,7 @@
 //! The WGSL files of `shaders/`, embedded into the binary, and their validation with naga (no GPU).
 
+use crate::ops::conv3x3_subgroup::{self, Operands};
+
 /// One file of `shaders/`.
 #[derive(Clone, Copy, Debug)]
 pub struct ShaderFile {
@@ -40,25 +42,29 @@ pub struct GeneratedShader {
 }
 
 fn conv_co32(sg: usize) -> String {
-    crate::ops::conv3x3_subgroup::instantiate(sg, 32)
+    conv3x3_subgroup::instantiate(sg, 32, Operands::Storage)
 }
 
 fn conv_co4(sg: usize) -> String {
-    crate::ops::conv3x3_subgroup::instantiate(sg, 4)
+    conv3x3_subgroup::instantiate(sg, 4, Operands::Storage)
 }
+
+fn conv_tex_co32(sg: usize) -> String {
+    conv3x3_subgroup::instantiate(sg, 32, Operands::Texture)
+}
+
+fn conv_tex_co4(sg: usize) -> String {
+    conv3x3_subgroup::instantiate(sg, 4, Operands::Texture)
+}
+
+const CONV_TEMPLATE: &str = "shaders/conv3x3_subgroup.wgsl.tmpl";
 
 /// Every generated shader; built only on adapters with subgroup operations.
 pub const GENERATED: &[GeneratedShader] = &[
-    GeneratedShader {
-        name: "conv3x3_subgroup_co32",
-        template: "shaders/conv3x3_subgroup.wgsl.tmpl",
-        generate: conv_co32,
-    },
-    GeneratedShader {
-        name: "conv3x3_subgroup_co4",
-        template: "shaders/conv3x3_subgroup.wgsl.tmpl",
-        generate: conv_co4,
-    },
+    GeneratedShader { name: "conv3x3_subgroup_co32", template: CONV_TEMPLATE, generate: conv_co32 },
+    GeneratedShader { name: "conv3x3_subgroup_co4", template: CONV_TEMPLATE, generate: conv_co4 },
+    GeneratedShader { name: "conv3x3_subgroup_tex_co32", template: CONV_TEMPLATE, generate: conv_tex_co32 },
+    GeneratedShader { name: "conv3x3_subgroup_tex_co4", template: CONV_TEMPLATE, generate: conv_tex_co4 },
 ];
 
 /// Subgroup sizes the generated shaders are checked at: every power of two an adapter may report.

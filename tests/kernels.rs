@@ -6,7 +6,7 @@
 mod common;
 
 use common::{assert_close, assert_close_bound, assert_same_u32, bytes, floats, to_f64, Rng};
-use nst::gpu::{run_once, submit, Step};
+use nst::gpu::{run_once, submit, submit_commands, Command, Step};
 use nst::ops::{adam, avgpool2, conv3x3, conv3x3_subgroup, gram, image, maxpool2, reduce, relu, sqdiff, tv};
 use nst::ops::{adam::AdamParams, conv3x3::Conv3x3Params, gram::GramParams, maxpool2::Pool2Params};
 
@@ -500,7 +500,10 @@ fn image_round_trip_restores_every_rgb_byte_and_sets_alpha_opaque() {
 /// The fast conv on this adapter, or None (loudly) where the adapter has no subgroups.
 fn fast_conv_available() -> bool {
     let (gpu, lib) = common::gpu().unwrap();
-    let built = lib.has::<conv3x3_subgroup::Forward32>() && lib.has::<conv3x3_subgroup::Forward4>();
+    let built = lib.has::<conv3x3_subgroup::Forward32>()
+        && lib.has::<conv3x3_subgroup::Forward4>()
+        && lib.has::<conv3x3_subgroup::Forward32Tex>()
+        && lib.has::<conv3x3_subgroup::Forward4Tex>();
     assert_eq!(
         built,
         gpu.subgroup_size.is_some(),
@@ -513,6 +516,39 @@ fn fast_conv_available() -> bool {
 }
 
 fn run_fast_conv(p: &Conv3x3Params, weights: &[f32], bias: &[f32], input: &[f32], initial: &[f32]) -> Vec<f32> {
+    let storage = run_fast_conv_storage(p, weights, bias, input, initial);
+    let (gpu, _) = common::gpu().unwrap();
+    if conv3x3_subgroup::textures_fit(p, gpu.limits.max_texture_dimension_2d) {
+        // The texture variant must agree with the storage variant bit for bit: same arithmetic.
+        let textured = run_fast_conv_texture(p, weights, bias, input, initial);
+        assert_eq!(textured, storage, "texture and storage variants differ for {p:?}");
+    }
+    storage
+}
+
+fn run_fast_conv_texture(p: &Conv3x3Params, weights: &[f32], bias: &[f32], input: &[f32], initial: &[f32]) -> Vec<f32> {
+    use nst::gpu::Resource;
+    let (gpu, lib) = common::gpu().unwrap();
+    let wt = conv3x3_subgroup::create_texture(gpu, "weights", conv3x3_subgroup::weights_texture_size(p));
+    conv3x3_subgroup::write_texture(gpu, &wt, weights);
+    let it = conv3x3_subgroup::create_texture(gpu, "input", conv3x3_subgroup::input_texture_size(p));
+    let input_buffer = gpu.buffer_from("input", bytes(input));
+    let bias = gpu.buffer_from("bias", bytes(bias));
+    let out = gpu.buffer_from("output", bytes(initial));
+    let resources = [Resource::Texture(&wt), Resource::Buffer(&bias), Resource::Texture(&it), Resource::Buffer(&out)];
+    let step = match conv3x3_subgroup::tile_for(p) {
+        Some(32) => Step::bind::<conv3x3_subgroup::Forward32Tex>(gpu, lib, p, &resources),
+        Some(4) => Step::bind::<conv3x3_subgroup::Forward4Tex>(gpu, lib, p, &resources),
+        _ => panic!("shape {p:?} does not suit the fast conv"),
+    }
+    .unwrap();
+    // The input reaches its texture by a copy in the same encoder, as in an iteration.
+    let copy = Command::CopyToTexture { buffer: input_buffer, texture: it };
+    submit_commands(gpu, "texture conv", &[&copy, &Command::Dispatch(step)]).unwrap();
+    floats(&gpu.read_buffers(&[&out]).unwrap()[0])
+}
+
+fn run_fast_conv_storage(p: &Conv3x3Params, weights: &[f32], bias: &[f32], input: &[f32], initial: &[f32]) -> Vec<f32> {
     let (gpu, lib) = common::gpu().unwrap();
     let inputs: [&[u8]; 4] = [bytes(weights), bytes(bias), bytes(input), bytes(initial)];
     let out = match conv3x3_subgroup::tile_for(p) {
@@ -564,6 +600,9 @@ fn fast_conv3x3_matches_cpu_at_odd_shapes() {
     check_fast_conv(3, 70, 12, 4, true, true, 204);
     check_fast_conv(40, 56, 4, 64, true, false, 205);
     check_fast_conv(17, 19, 64, 32, true, false, 206);
+    // Widths whose input rows suit a buffer-to-texture copy, so the texture variant runs too.
+    check_fast_conv(5, 16, 4, 4, true, true, 207);
+    check_fast_conv(3, 33, 64, 64, false, false, 208);
 }
 
 #[test]

@@ -80,6 +80,7 @@ fn used_bindings(
                 (false, Access::ReadWrite)
             }
             naga::AddressSpace::Storage { .. } => (false, Access::Read),
+            naga::AddressSpace::Handle => (false, Access::Texture),
             other => panic!("{:?} is in address space {other:?}", var.name),
         };
         let span = match &module.types[var.ty].inner {

@@ -3,11 +3,16 @@
 
 use bytemuck::Pod;
 
-/// How a kernel uses a storage binding.
+/// How a kernel uses a binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
+    /// A read-only storage buffer.
     Read,
+    /// A read-write storage buffer.
     ReadWrite,
+    /// A sampled rgba32float `texture_2d<f32>`, read with `textureLoad`; its binding length counts
+    /// floats (4 per texel).
+    Texture,
 }
 
 /// One storage binding of an entry point. Binding 0 is always the params uniform and is not listed.
@@ -26,6 +31,11 @@ pub const fn read(slot: u32, name: &'static str) -> Binding {
 /// Shorthand for a read-write storage binding.
 pub const fn read_write(slot: u32, name: &'static str) -> Binding {
     Binding { slot, name, access: Access::ReadWrite }
+}
+
+/// Shorthand for an rgba32float texture binding.
+pub const fn texture(slot: u32, name: &'static str) -> Binding {
+    Binding { slot, name, access: Access::Texture }
 }
 
 /// One compute entry point of one file in `shaders/`.

@@ -34,10 +34,17 @@ fn layout_entries(entry: &EntryPoint) -> Vec<wgpu::BindGroupLayoutEntry> {
         .chain(entry.bindings.iter().map(|b| wgpu::BindGroupLayoutEntry {
             binding: b.slot,
             visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: b.access == Access::Read },
-                has_dynamic_offset: false,
-                min_binding_size: None,
+            ty: match b.access {
+                Access::Texture => wgpu::BindingType::Texture {
+                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                    multisampled: false,
+                },
+                access => wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: access == Access::Read },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
             },
             count: None,
         }))
@@ -123,6 +130,14 @@ impl KernelLibrary {
     }
 }
 
+/// What a binding is bound to.
+#[derive(Clone, Copy, Debug)]
+pub enum Resource<'a> {
+    Buffer(&'a wgpu::Buffer),
+    /// An rgba32float texture, bound whole.
+    Texture(&'a wgpu::Texture),
+}
+
 /// One dispatch of one kernel: pipeline, bind group, params buffer and dispatch size, made once and
 /// recorded into as many command encoders as needed.
 pub struct Step {
@@ -149,48 +164,82 @@ impl Step {
         params: &K::Params,
         buffers: &[&wgpu::Buffer],
     ) -> Result<Step> {
+        let resources: Vec<Resource> = buffers.iter().map(|&b| Resource::Buffer(b)).collect();
+        Self::bind::<K>(gpu, library, params, &resources)
+    }
+
+    /// [`Step::new`] for kernels with texture bindings: `resources` in the order of
+    /// `K::ENTRY.bindings`, each a buffer or a texture as the binding asks.
+    pub fn bind<K: Kernel>(
+        gpu: &Gpu,
+        library: &KernelLibrary,
+        params: &K::Params,
+        resources: &[Resource],
+    ) -> Result<Step> {
         let entry = K::ENTRY;
         let name = entry.name();
         let shape_error = |message: String| Error::Shape { kernel: name.clone(), message };
-        if buffers.len() != entry.bindings.len() {
+        if resources.len() != entry.bindings.len() {
             let names: Vec<_> = entry.bindings.iter().map(|b| b.name).collect();
             return Err(shape_error(format!(
-                "expects {} buffers ({}), got {}",
+                "expects {} resources ({}), got {}",
                 names.len(),
                 names.join(", "),
-                buffers.len()
+                resources.len()
             )));
         }
         let lens = K::binding_lens(params);
-        let limit = gpu.limits.max_storage_buffer_binding_size as u64;
-        for ((binding, buffer), len) in entry.bindings.iter().zip(buffers).zip(&lens) {
+        let limit = gpu.limits.max_storage_buffer_binding_size;
+        let mut views = Vec::new();
+        for ((binding, resource), len) in entry.bindings.iter().zip(resources).zip(&lens) {
             let needed = len * 4;
             if needed == 0 {
                 return Err(shape_error(format!("binding {} would be empty", binding.name)));
             }
-            check_binding(&name, binding.name, needed, limit)?;
-            if buffer.size() < needed {
-                return Err(shape_error(format!(
-                    "binding {} needs {needed} bytes, the buffer has {}",
-                    binding.name,
-                    buffer.size()
-                )));
+            match (binding.access, resource) {
+                (Access::Texture, Resource::Texture(t)) => {
+                    let bytes = 16 * t.width() as u64 * t.height() as u64;
+                    if t.format() != wgpu::TextureFormat::Rgba32Float || bytes < needed {
+                        return Err(shape_error(format!(
+                            "binding {} needs an rgba32float texture of {needed} bytes, got {:?} of {bytes}",
+                            binding.name,
+                            t.format()
+                        )));
+                    }
+                    views.push(Some(t.create_view(&wgpu::TextureViewDescriptor {
+                        label: Some(binding.name),
+                        ..Default::default()
+                    })));
+                }
+                (Access::Read | Access::ReadWrite, Resource::Buffer(buffer)) => {
+                    check_binding(&name, binding.name, needed, limit)?;
+                    if buffer.size() < needed {
+                        return Err(shape_error(format!(
+                            "binding {} needs {needed} bytes, the buffer has {}",
+                            binding.name,
+                            buffer.size()
+                        )));
+                    }
+                    check_binding(&name, binding.name, buffer.size(), limit)?;
+                    views.push(None);
+                }
+                _ => return Err(shape_error(format!("binding {} gets the wrong kind of resource", binding.name))),
             }
-            check_binding(&name, binding.name, buffer.size(), limit)?;
         }
         let workgroups =
             fold_workgroups(&name, K::workgroups(params), gpu.limits.max_compute_workgroups_per_dimension)?;
         let compiled = library.get(&entry)?;
         let params_buffer = gpu.params_buffer(&format!("{name} params"), &padded_params(params));
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params_buffer.as_entire_binding() }];
-        entries.extend(
-            entry
-                .bindings
-                .iter()
-                .zip(buffers)
-                .map(|(b, buffer)| wgpu::BindGroupEntry { binding: b.slot, resource: buffer.as_entire_binding() }),
-        );
-        let bind_group = gpu.scoped(&format!("binding buffers to {name}"), || {
+        for ((b, resource), view) in entry.bindings.iter().zip(resources).zip(&views) {
+            let resource = match (resource, view) {
+                (Resource::Buffer(buffer), _) => buffer.as_entire_binding(),
+                (Resource::Texture(_), Some(view)) => wgpu::BindingResource::TextureView(view),
+                (Resource::Texture(_), None) => unreachable!("every texture got a view"),
+            };
+            entries.push(wgpu::BindGroupEntry { binding: b.slot, resource });
+        }
+        let bind_group = gpu.scoped(&format!("binding resources to {name}"), || {
             gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&name),
                 layout: &compiled.layout,
@@ -223,6 +272,52 @@ impl Step {
     pub fn workgroups(&self) -> [u32; 3] {
         self.workgroups
     }
+}
+
+/// One command of an iteration: a dispatch, or a copy of a buffer into an rgba32float texture whose
+/// rows are the buffer's `width * 16` bytes (the fast conv reads its input that way).
+pub enum Command {
+    Dispatch(Step),
+    CopyToTexture { buffer: wgpu::Buffer, texture: wgpu::Texture },
+}
+
+/// Records `commands` in order into one command encoder (consecutive dispatches share a compute
+/// pass; a copy ends the pass) and submits it.
+pub fn submit_commands(gpu: &Gpu, label: &str, commands: &[&Command]) -> Result<()> {
+    gpu.scoped(&format!("running {label}"), || {
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        let mut i = 0;
+        while i < commands.len() {
+            match commands[i] {
+                Command::CopyToTexture { buffer, texture } => {
+                    encoder.copy_buffer_to_texture(
+                        wgpu::TexelCopyBufferInfo {
+                            buffer,
+                            layout: wgpu::TexelCopyBufferLayout {
+                                offset: 0,
+                                bytes_per_row: Some(16 * texture.width()),
+                                rows_per_image: Some(texture.height()),
+                            },
+                        },
+                        texture.as_image_copy(),
+                        texture.size(),
+                    );
+                    i += 1;
+                }
+                Command::Dispatch(_) => {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(label),
+                        timestamp_writes: None,
+                    });
+                    while let Some(Command::Dispatch(step)) = commands.get(i) {
+                        step.record(&mut pass);
+                        i += 1;
+                    }
+                }
+            }
+        }
+        gpu.queue.submit([encoder.finish()]);
+    })
 }
 
 /// Records `steps` in order into one compute pass of one command encoder and submits it.

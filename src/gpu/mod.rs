@@ -7,4 +7,4 @@ pub mod library;
 
 pub use context::{Gpu, GpuOptions};
 pub use kernel::{Access, Binding, EntryPoint, Kernel};
-pub use library::{run_once, submit, KernelLibrary, Step};
+pub use library::{run_once, submit, submit_commands, Command, KernelLibrary, Resource, Step};

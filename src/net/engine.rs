@@ -1,54 +1,71 @@
 //! The GPU engine: one tape's buffers, pipelines and bind groups, made once per image size, and
 //! one iteration recorded into one command encoder whose only readback is the loss values.
 
-use super::tape::{BackOp, LossKind, Op, Tape, TensorId};
-use super::weights::{ConvWeights, Vgg19Weights};
+use std::collections::HashMap;
+
+use super::tape::{BackOp, KernelProfile, LossKind, Op, Tape, TensorId};
+use super::vgg::CONVS;
+use super::weights::Vgg19Weights;
 use crate::error::{Error, Result};
 use crate::gpu::library::submit;
-use crate::gpu::{Gpu, KernelLibrary, Step};
+use crate::gpu::{submit_commands, Command, Gpu, KernelLibrary, Resource, Step};
 use crate::ops::adam::{self, AdamParams};
 use crate::ops::conv3x3::Conv3x3Params;
 use crate::ops::image::{self, ImageParams};
 use crate::ops::{avgpool2, conv3x3, conv3x3_subgroup, gram, maxpool2, reduce, relu, sqdiff, tv};
 
-/// One conv's parameters on the GPU: weights (padded to the input's channels), their flipped
-/// transpose for the input gradient, the bias, and a zero bias for the gradient conv.
-struct ConvBuffers {
-    weights: wgpu::Buffer,
-    transposed: wgpu::Buffer,
-    bias: wgpu::Buffer,
-    zero_bias: wgpu::Buffer,
+/// Which conv kernels this device runs: texture operands where the subgroup texture kernels exist
+/// (unless `NST_NO_TEXTURES` is set), else storage.
+pub fn kernel_profile(gpu: &Gpu, library: &KernelLibrary) -> KernelProfile {
+    let no_textures = std::env::var("NST_NO_TEXTURES").is_ok_and(|v| !v.is_empty() && v != "0");
+    let textures = library.has::<conv3x3_subgroup::Forward32Tex>() && library.has::<conv3x3_subgroup::Forward4Tex>();
+    KernelProfile { texture_conv: (textures && !no_textures).then_some(gpu.limits.max_texture_dimension_2d) }
 }
 
-impl ConvBuffers {
-    fn new(gpu: &Gpu, conv: &ConvWeights, params: &Conv3x3Params) -> ConvBuffers {
-        let (cin, cout) = (params.in_channels as usize, params.out_channels as usize);
-        let padded = conv.padded(cin);
-        let transposed = conv3x3_subgroup::transpose_weights(cin, cout, &padded);
-        ConvBuffers {
-            weights: gpu.buffer_from(&format!("{} weights", conv.name), bytemuck::cast_slice(&padded)),
-            transposed: gpu
-                .buffer_from(&format!("{} weights transposed", conv.name), bytemuck::cast_slice(&transposed)),
-            bias: gpu.buffer_from(&format!("{} bias", conv.name), bytemuck::cast_slice(&conv.bias)),
-            zero_bias: gpu.buffer_zeroed(&format!("{} zero bias", conv.name), 4 * cin as u64),
-        }
-    }
-}
-
-/// A conv step with the fastest kernel this device has for its shape: the subgroup kernel where the
-/// adapter has subgroups and the channels suit its tiles, else the portable one.
-pub fn conv_step(
+/// A conv pass (a layer's forward, or its input gradient as a forward conv with flipped, transposed
+/// weights) with the fastest kernel this device has for its shape: the subgroup kernel reading
+/// textures, or reading buffers, or the portable kernel. Creates the pass's weights (as a texture or
+/// a buffer) and, for texture operands, copies the input into the shared texture of its shape
+/// first. Adds the bytes it allocates to `allocated`.
+#[allow(clippy::too_many_arguments)]
+fn conv_pass(
     gpu: &Gpu,
     library: &KernelLibrary,
+    profile: &KernelProfile,
+    label: &str,
     params: &Conv3x3Params,
-    buffers: [&wgpu::Buffer; 4],
-) -> Result<Step> {
-    let fast = library.has::<conv3x3_subgroup::Forward32>();
-    match conv3x3_subgroup::tile_for(params) {
-        Some(32) if fast => Step::new::<conv3x3_subgroup::Forward32>(gpu, library, params, &buffers),
-        Some(4) if fast => Step::new::<conv3x3_subgroup::Forward4>(gpu, library, params, &buffers),
-        _ => Step::new::<conv3x3::Forward>(gpu, library, params, &buffers),
+    weights: &[f32],
+    [bias, input, output]: [&wgpu::Buffer; 3],
+    input_textures: &mut HashMap<(u32, u32), wgpu::Texture>,
+    allocated: &mut u64,
+) -> Result<Vec<Command>> {
+    *allocated += 4 * weights.len() as u64;
+    if profile.textured(params) {
+        let wt = conv3x3_subgroup::create_texture(gpu, label, conv3x3_subgroup::weights_texture_size(params));
+        conv3x3_subgroup::write_texture(gpu, &wt, weights);
+        let size = conv3x3_subgroup::input_texture_size(params);
+        let it = input_textures.entry(size).or_insert_with(|| {
+            *allocated += 16 * size.0 as u64 * size.1 as u64;
+            conv3x3_subgroup::create_texture(gpu, &format!("conv input {}x{}", size.0, size.1), size)
+        });
+        let resources =
+            [Resource::Texture(&wt), Resource::Buffer(bias), Resource::Texture(it), Resource::Buffer(output)];
+        let step = match conv3x3_subgroup::tile_for(params) {
+            Some(32) => Step::bind::<conv3x3_subgroup::Forward32Tex>(gpu, library, params, &resources)?,
+            _ => Step::bind::<conv3x3_subgroup::Forward4Tex>(gpu, library, params, &resources)?,
+        };
+        let copy = Command::CopyToTexture { buffer: input.clone(), texture: it.clone() };
+        return Ok(vec![copy, Command::Dispatch(step)]);
     }
+    let wb = gpu.buffer_from(label, bytemuck::cast_slice(weights));
+    let buffers = [&wb, bias, input, output];
+    let fast = library.has::<conv3x3_subgroup::Forward32>();
+    let step = match conv3x3_subgroup::tile_for(params) {
+        Some(32) if fast => Step::new::<conv3x3_subgroup::Forward32>(gpu, library, params, &buffers)?,
+        Some(4) if fast => Step::new::<conv3x3_subgroup::Forward4>(gpu, library, params, &buffers)?,
+        _ => Step::new::<conv3x3::Forward>(gpu, library, params, &buffers)?,
+    };
+    Ok(vec![Command::Dispatch(step)])
 }
 
 /// A tape on the GPU.
@@ -59,15 +76,12 @@ pub struct Engine<'g> {
     buffers: Vec<wgpu::Buffer>,
     losses: wgpu::Buffer,
     rgba: wgpu::Buffer,
-    forward: Vec<Step>,
-    backward: Vec<Step>,
+    forward: Vec<Command>,
+    backward: Vec<Command>,
     to_network: Step,
     from_network: Step,
-    adam: Step,
-    /// Kept alive for the bind groups that read them.
-    _weights: Vec<ConvBuffers>,
-    _moments: (wgpu::Buffer, wgpu::Buffer),
-    _partials: wgpu::Buffer,
+    adam: Command,
+    profile: KernelProfile,
     allocated: u64,
 }
 
@@ -75,7 +89,8 @@ impl<'g> Engine<'g> {
     /// Allocates every buffer and builds every step for `tape`. Refuses, before allocating, a size
     /// whose largest buffer exceeds the adapter's storage binding limit.
     pub fn new(gpu: &'g Gpu, library: &KernelLibrary, weights: &Vgg19Weights, tape: Tape) -> Result<Engine<'g>> {
-        let memory = tape.memory();
+        let profile = kernel_profile(gpu, library);
+        let memory = tape.memory_on(&profile);
         let limit = gpu.limits.max_storage_buffer_binding_size;
         if memory.largest_buffer > limit {
             return Err(Error::ImageSize {
@@ -106,66 +121,83 @@ impl<'g> Engine<'g> {
             .collect();
         let buf = |t: TensorId| &buffers[of_tensor[t]];
 
-        let conv_weights: Vec<ConvBuffers> =
-            tape.conv_params().map(|(conv, params)| ConvBuffers::new(gpu, &weights.convs[conv], &params)).collect();
+        let mut allocated: u64 = buffers.iter().map(|b| b.size()).sum();
+        let mut input_textures = HashMap::new();
+        // Weights padded to each conv's input channels, and the biases (the gradient conv's is zero).
+        let conv_weights: HashMap<usize, (Vec<f32>, wgpu::Buffer, wgpu::Buffer)> = tape
+            .conv_params()
+            .map(|(conv, p)| {
+                let c = &weights.convs[conv];
+                let bias = gpu.buffer_from(&format!("{} bias", c.name), bytemuck::cast_slice(&c.bias));
+                let zero = gpu.buffer_zeroed(&format!("{} zero bias", c.name), 4 * p.in_channels as u64);
+                allocated += bias.size() + zero.size();
+                (conv, (c.padded(p.in_channels as usize), bias, zero))
+            })
+            .collect();
         let partials = gpu.buffer_zeroed("loss partials", 4 * tape.partials_len() as u64);
         let losses = gpu.buffer_zeroed("losses", 4 * tape.losses.len().max(1) as u64);
 
-        let mut forward = Vec::new();
+        let mut forward: Vec<Command> = Vec::new();
         for op in &tape.forward {
+            let mut step = |s: Result<Step>| s.map(|s| forward.push(Command::Dispatch(s)));
             match *op {
                 Op::Conv { conv, input, output, params } => {
-                    let c = &conv_weights[conv];
-                    forward.push(conv_step(gpu, library, &params, [&c.weights, &c.bias, buf(input), buf(output)])?);
-                }
-                Op::MaxPool { input, output, params } => {
-                    forward.push(Step::new::<maxpool2::Forward>(gpu, library, &params, &[buf(input), buf(output)])?);
-                }
-                Op::AvgPool { input, output, params } => {
-                    forward.push(Step::new::<avgpool2::Forward>(gpu, library, &params, &[buf(input), buf(output)])?);
-                }
-                Op::Gram { input, output, params } => {
-                    forward.push(Step::new::<gram::Forward>(gpu, library, &params, &[buf(input), buf(output)])?);
-                }
-                Op::SqDiff { input, target, slot, params } => {
-                    forward.push(Step::new::<sqdiff::Forward>(
+                    let (w, bias, _) = &conv_weights[&conv];
+                    let label = format!("{} weights", CONVS[conv].name);
+                    let buffers = [bias, buf(input), buf(output)];
+                    let pass = conv_pass(
                         gpu,
                         library,
+                        &profile,
+                        &label,
                         &params,
-                        &[buf(input), buf(target), &partials],
-                    )?);
+                        w,
+                        buffers,
+                        &mut input_textures,
+                        &mut allocated,
+                    )?;
+                    forward.extend(pass);
+                }
+                Op::MaxPool { input, output, params } => {
+                    step(Step::new::<maxpool2::Forward>(gpu, library, &params, &[buf(input), buf(output)]))?
+                }
+                Op::AvgPool { input, output, params } => {
+                    step(Step::new::<avgpool2::Forward>(gpu, library, &params, &[buf(input), buf(output)]))?
+                }
+                Op::Gram { input, output, params } => {
+                    step(Step::new::<gram::Forward>(gpu, library, &params, &[buf(input), buf(output)]))?
+                }
+                Op::SqDiff { input, target, slot, params } => {
+                    let first = [buf(input), buf(target), &partials];
+                    step(Step::new::<sqdiff::Forward>(gpu, library, &params, &first))?;
                     let sum = reduce::ReduceParams::new(params.partials(), slot);
-                    forward.push(Step::new::<reduce::Sum>(gpu, library, &sum, &[&partials, &losses])?);
+                    step(Step::new::<reduce::Sum>(gpu, library, &sum, &[&partials, &losses]))?;
                 }
                 Op::Tv { input, slot, params } => {
-                    forward.push(Step::new::<tv::Forward>(gpu, library, &params, &[buf(input), &partials])?);
+                    step(Step::new::<tv::Forward>(gpu, library, &params, &[buf(input), &partials]))?;
                     let sum = reduce::ReduceParams::new(params.partials(), slot);
-                    forward.push(Step::new::<reduce::Sum>(gpu, library, &sum, &[&partials, &losses])?);
+                    step(Step::new::<reduce::Sum>(gpu, library, &sum, &[&partials, &losses]))?;
                 }
             }
         }
 
-        let mut backward = Vec::new();
+        let mut backward: Vec<Command> = Vec::new();
         for op in &tape.backward {
-            backward.push(match *op {
+            let step = match *op {
                 BackOp::SqDiff { input, target, grad, params } => {
                     Step::new::<sqdiff::Backward>(gpu, library, &params, &[buf(input), buf(target), buf(grad)])?
                 }
                 BackOp::Tv { input, grad, params } => {
                     Step::new::<tv::Backward>(gpu, library, &params, &[buf(input), buf(grad)])?
                 }
-                BackOp::Gram { features, grad_gram, grad_features, params } => Step::new::<gram::Backward>(
-                    gpu,
-                    library,
-                    &params,
-                    &[buf(features), buf(grad_gram), buf(grad_features)],
-                )?,
-                BackOp::MaxPool { input, grad_output, grad_input, params } => Step::new::<maxpool2::Backward>(
-                    gpu,
-                    library,
-                    &params,
-                    &[buf(input), buf(grad_output), buf(grad_input)],
-                )?,
+                BackOp::Gram { features, grad_gram, grad_features, params } => {
+                    let buffers = [buf(features), buf(grad_gram), buf(grad_features)];
+                    Step::new::<gram::Backward>(gpu, library, &params, &buffers)?
+                }
+                BackOp::MaxPool { input, grad_output, grad_input, params } => {
+                    let buffers = [buf(input), buf(grad_output), buf(grad_input)];
+                    Step::new::<maxpool2::Backward>(gpu, library, &params, &buffers)?
+                }
                 BackOp::AvgPool { grad_output, grad_input, params } => {
                     Step::new::<avgpool2::Backward>(gpu, library, &params, &[buf(grad_output), buf(grad_input)])?
                 }
@@ -174,17 +206,28 @@ impl<'g> Engine<'g> {
                 }
                 BackOp::ConvInput { conv, masked, grad_input, params } => {
                     // The input gradient is a forward conv with flipped, transposed weights.
-                    let c = &conv_weights[conv];
-                    let gradient = Conv3x3Params::new(
-                        params.height as usize,
-                        params.width as usize,
-                        params.out_channels as usize,
-                        params.in_channels as usize,
-                    )
-                    .with_accumulate(params.accumulate != 0);
-                    conv_step(gpu, library, &gradient, [&c.transposed, &c.zero_bias, buf(masked), buf(grad_input)])?
+                    let (w, _, zero) = &conv_weights[&conv];
+                    let (cin, cout) = (params.in_channels as usize, params.out_channels as usize);
+                    let transposed = conv3x3_subgroup::transpose_weights(cin, cout, w);
+                    let gradient = Conv3x3Params::new(params.height as usize, params.width as usize, cout, cin)
+                        .with_accumulate(params.accumulate != 0);
+                    let label = format!("{} weights transposed", CONVS[conv].name);
+                    let pass = conv_pass(
+                        gpu,
+                        library,
+                        &profile,
+                        &label,
+                        &gradient,
+                        &transposed,
+                        [zero, buf(masked), buf(grad_input)],
+                        &mut input_textures,
+                        &mut allocated,
+                    )?;
+                    backward.extend(pass);
+                    continue;
                 }
-            });
+            };
+            backward.push(Command::Dispatch(step));
         }
 
         let pixels = tape.spec.height * tape.spec.width;
@@ -197,11 +240,6 @@ impl<'g> Engine<'g> {
         let m = gpu.buffer_zeroed("adam m", 4 * image_len as u64);
         let v = gpu.buffer_zeroed("adam v", 4 * image_len as u64);
         // The image gradient exists when any loss reaches the image; otherwise Adam reads a zero buffer.
-        let mut allocated: u64 = buffers.iter().map(|b| b.size()).sum::<u64>()
-            + conv_weights
-                .iter()
-                .map(|c| c.weights.size() + c.transposed.size() + c.bias.size() + c.zero_bias.size())
-                .sum::<u64>();
         allocated += partials.size() + losses.size() + rgba.size() + m.size() + v.size();
         let grad_buffer = match tape.image_grad() {
             Some(g) => buf(g).clone(),
@@ -212,7 +250,12 @@ impl<'g> Engine<'g> {
             }
         };
         let adam_params = AdamParams::at_step(image_len, &adam::AdamConfig::default(), 1);
-        let adam = Step::new::<adam::Step>(gpu, library, &adam_params, &[&grad_buffer, buf(tape.image), &m, &v])?;
+        let adam = Command::Dispatch(Step::new::<adam::Step>(
+            gpu,
+            library,
+            &adam_params,
+            &[&grad_buffer, buf(tape.image), &m, &v],
+        )?);
 
         Ok(Engine {
             gpu,
@@ -226,11 +269,14 @@ impl<'g> Engine<'g> {
             to_network,
             from_network,
             adam,
-            _weights: conv_weights,
-            _moments: (m, v),
-            _partials: partials,
+            profile,
             allocated,
         })
+    }
+
+    /// The conv kernels this engine runs.
+    pub fn profile(&self) -> KernelProfile {
+        self.profile
     }
 
     /// Bytes of every buffer this engine created; [`Tape::memory`] predicts it.
@@ -274,8 +320,8 @@ impl<'g> Engine<'g> {
 
     /// Runs the forward ops and loss heads on the current image and returns the losses.
     pub fn forward(&self) -> Result<Vec<f32>> {
-        let steps: Vec<&Step> = self.forward.iter().collect();
-        submit(self.gpu, "forward", &steps)?;
+        let commands: Vec<&Command> = self.forward.iter().collect();
+        submit_commands(self.gpu, "forward", &commands)?;
         self.read_losses()
     }
 
@@ -299,12 +345,14 @@ impl<'g> Engine<'g> {
     /// One iteration in one command encoder: forward, losses, backward to the image, and, when
     /// `adam` is given, the Adam step. Returns the loss of each slot.
     pub fn iterate(&self, adam: Option<&AdamParams>) -> Result<Vec<f32>> {
-        let mut steps: Vec<&Step> = self.forward.iter().chain(&self.backward).collect();
+        let mut commands: Vec<&Command> = self.forward.iter().chain(&self.backward).collect();
         if let Some(params) = adam {
-            self.adam.write_params(self.gpu, params);
-            steps.push(&self.adam);
+            if let Command::Dispatch(step) = &self.adam {
+                step.write_params(self.gpu, params);
+            }
+            commands.push(&self.adam);
         }
-        submit(self.gpu, "iteration", &steps)?;
+        submit_commands(self.gpu, "iteration", &commands)?;
         self.read_losses()
     }
 

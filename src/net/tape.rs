@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use super::vgg::{layer_position, layers, min_side, Layer, Pooling, CONVS};
 use crate::error::{Error, Result};
 use crate::ops::conv3x3::Conv3x3Params;
+use crate::ops::conv3x3_subgroup;
 use crate::ops::gram::GramParams;
 use crate::ops::image::NETWORK_CHANNELS;
 use crate::ops::maxpool2::Pool2Params;
@@ -182,6 +183,22 @@ pub struct Tape {
     pub losses: Vec<LossTerm>,
     /// Layer outputs by name (`relu1_1`, `pool1`, ...), up to the deepest layer used.
     pub outputs: Vec<(String, TensorId)>,
+}
+
+/// Which conv kernels a device runs, which decides the buffers and textures an engine makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelProfile {
+    /// The largest 2D texture side, when the subgroup conv with texture operands is available.
+    pub texture_conv: Option<u32>,
+}
+
+impl KernelProfile {
+    /// Whether a conv pass with `params` reads its input and weights through textures.
+    pub fn textured(&self, params: &Conv3x3Params) -> bool {
+        self.texture_conv.is_some_and(|max| {
+            conv3x3_subgroup::tile_for(params).is_some() && conv3x3_subgroup::textures_fit(params, max)
+        })
+    }
 }
 
 /// Bytes of GPU memory an engine for one tape needs, computed before anything is allocated.
@@ -454,7 +471,28 @@ impl Tape {
 
     /// GPU memory an engine for this tape needs, with Adam's two moment buffers and the RGBA
     /// upload/download buffer.
+    /// GPU memory with the portable kernels (no textures).
     pub fn memory(&self) -> MemoryReport {
+        self.memory_on(&KernelProfile::default())
+    }
+
+    /// The forward conv and the input-gradient conv of each conv layer, with their params: the
+    /// gradient is a forward conv with in and out channels swapped and flipped, transposed weights.
+    pub fn conv_passes(&self) -> impl Iterator<Item = (usize, Conv3x3Params, Conv3x3Params)> + '_ {
+        self.conv_params().map(|(conv, p)| {
+            let gradient = Conv3x3Params::new(
+                p.height as usize,
+                p.width as usize,
+                p.out_channels as usize,
+                p.in_channels as usize,
+            );
+            (conv, p, gradient)
+        })
+    }
+
+    /// GPU memory an engine for this tape needs on a device with `profile`, computed before
+    /// anything is allocated; the engine allocates exactly this.
+    pub fn memory_on(&self, profile: &KernelProfile) -> MemoryReport {
         let (of_tensor, lens) = self.buffer_plan();
         let mut report = MemoryReport::default();
         let mut counted = vec![false; lens.len()];
@@ -471,13 +509,29 @@ impl Tape {
                 TensorKind::Transient | TensorKind::Masked => report.other += bytes,
             }
         }
-        // Each conv keeps its weights, their flipped transpose for the input gradient, its bias,
-        // and a zero bias for the gradient conv.
-        for (_, p) in self.conv_params() {
+        // Each conv keeps its weights and their flipped transpose for the input gradient (as a
+        // buffer or a texture), its bias and a zero bias for the gradient conv. Texture convs read
+        // their input from a texture, one per distinct input shape.
+        let mut input_textures = std::collections::BTreeSet::new();
+        let has_grad = |t: &TensorId| self.grads.contains_key(t);
+        for (conv, p, gradient) in self.conv_passes() {
             let weights = 4 * p.weights_len() as u64;
-            report.weights += 2 * weights + 4 * (p.out_channels + p.in_channels) as u64;
-            report.largest_buffer = report.largest_buffer.max(weights);
+            let output = self.forward.iter().find_map(|op| match *op {
+                Op::Conv { conv: c, output, .. } if c == conv => Some(output),
+                _ => None,
+            });
+            let passes = if output.is_some_and(|o| has_grad(&o)) { vec![p, gradient] } else { vec![p] };
+            for pass in passes {
+                report.weights += weights;
+                if profile.textured(&pass) {
+                    input_textures.insert(conv3x3_subgroup::input_texture_size(&pass));
+                } else {
+                    report.largest_buffer = report.largest_buffer.max(weights);
+                }
+            }
+            report.weights += 4 * (p.out_channels + p.in_channels) as u64;
         }
+        report.other += input_textures.iter().map(|&(w, h)| 16 * w as u64 * h as u64).sum::<u64>();
         let pixels = (self.spec.height * self.spec.width) as u64;
         report.other += 4 * self.partials_len() as u64 + 4 * self.losses.len().max(1) as u64;
         let image = 4 * NETWORK_CHANNELS as u64 * pixels;

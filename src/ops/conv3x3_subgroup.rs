@@ -4,10 +4,11 @@
 //! [`transpose_weights`]), which this kernel must match.
 
 use super::conv3x3::Conv3x3Params;
-use crate::gpu::kernel::{read, read_write, EntryPoint, Kernel};
+use crate::gpu::kernel::{read, read_write, texture, EntryPoint, Kernel};
 use crate::Real;
 
-/// The template, with `{{SG}}`, `{{CO_TILE}}`, `{{ACC_DECL}}`, `{{INNER}}` and `{{STORE}}` holes.
+/// The template, with `{{SG}}`, `{{CO_TILE}}`, `{{WEIGHTS_BINDING}}`, `{{INPUT_BINDING}}`,
+/// `{{ACC_DECL}}`, `{{INNER}}` and `{{STORE}}` holes.
 pub const TEMPLATE: &str = include_str!("../../shaders/conv3x3_subgroup.wgsl.tmpl");
 
 /// Pixels per workgroup (64 invocations x 4 pixels).
@@ -16,19 +17,31 @@ pub const PIXELS_PER_GROUP: usize = 256;
 /// Output-channel tiles nst instantiates: 32 for VGG's layers, 4 for the gradient into the image.
 pub const CO_TILES: [usize; 2] = [32, 4];
 
-/// The shader name of the instantiation with output-channel tile `co_tile`.
-pub const fn shader_name(co_tile: usize) -> &'static str {
-    match co_tile {
-        32 => "conv3x3_subgroup_co32",
-        4 => "conv3x3_subgroup_co4",
+/// The shader name of the instantiation with output-channel tile `co_tile` and `operands`.
+pub const fn shader_name(co_tile: usize, operands: Operands) -> &'static str {
+    match (co_tile, operands) {
+        (32, Operands::Storage) => "conv3x3_subgroup_co32",
+        (4, Operands::Storage) => "conv3x3_subgroup_co4",
+        (32, Operands::Texture) => "conv3x3_subgroup_tex_co32",
+        (4, Operands::Texture) => "conv3x3_subgroup_tex_co4",
         _ => panic!("no such conv3x3_subgroup tile"),
     }
 }
 
 const COMPONENTS: [&str; 4] = ["x", "y", "z", "w"];
 
-/// The WGSL of the kernel for subgroup size `sg` (broadcasts use lanes 0..sg) and tile `co_tile`.
-pub fn instantiate(sg: usize, co_tile: usize) -> String {
+/// Where the kernel reads its input and weights from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operands {
+    /// Storage buffers (`array<vec4<f32>>`).
+    Storage,
+    /// rgba32float textures.
+    Texture,
+}
+
+/// The WGSL of the kernel for subgroup size `sg` (broadcasts use lanes 0..sg), tile `co_tile`, and
+/// operands read from buffers or textures.
+pub fn instantiate(sg: usize, co_tile: usize, operands: Operands) -> String {
     assert!(sg >= 1 && co_tile % 4 == 0, "co_tile must be a multiple of 4");
     let rows = co_tile.div_ceil(sg);
     let mut decl = String::new();
@@ -38,10 +51,27 @@ pub fn instantiate(sg: usize, co_tile: usize) -> String {
         }
     }
     let mut inner = String::new();
+    for p in 0..4 {
+        let c = COMPONENTS[p];
+        inner += &match operands {
+            Operands::Storage => format!(
+                "            let x{p} = input[u32(iy.{c}) * params.width * cin4 + u32(ix.{c}) + c4] * valid.{c};\n"
+            ),
+            Operands::Texture => format!(
+                "            let x{p} = textureLoad(input, vec2<i32>(ix.{c} + i32(c4), iy.{c}), 0) * valid.{c};\n"
+            ),
+        };
+    }
     for r in 0..rows {
-        inner += &format!(
-            "            let w{r} = weights[((co_base + min({r}u * SG + row_lane, CO_TILE - 1u)) * 9u + tap) * cin4 + c4];\n"
-        );
+        let row = format!("co_base + min({r}u * SG + row_lane, CO_TILE - 1u)");
+        inner += &match operands {
+            Operands::Storage => format!("            let w{r} = weights[(({row}) * 9u + tap) * cin4 + c4];\n"),
+            Operands::Texture => {
+                format!(
+                    "            let w{r} = textureLoad(weights, vec2<i32>(i32(tap * cin4 + c4), i32({row})), 0);\n"
+                )
+            }
+        };
     }
     for co in 0..co_tile {
         let (r, i) = (co / sg, co % sg);
@@ -69,7 +99,18 @@ pub fn instantiate(sg: usize, co_tile: usize) -> String {
         }
         store += "    }\n";
     }
+    let (weights_binding, input_binding) = match operands {
+        Operands::Storage => (
+            "@group(0) @binding(1) var<storage, read> weights: array<vec4<f32>>;",
+            "@group(0) @binding(3) var<storage, read> input: array<vec4<f32>>;",
+        ),
+        Operands::Texture => {
+            ("@group(0) @binding(1) var weights: texture_2d<f32>;", "@group(0) @binding(3) var input: texture_2d<f32>;")
+        }
+    };
     TEMPLATE
+        .replace("{{WEIGHTS_BINDING}}", weights_binding)
+        .replace("{{INPUT_BINDING}}", input_binding)
         .replace("{{SG}}", &sg.to_string())
         .replace("{{CO_TILE}}", &co_tile.to_string())
         .replace("{{ACC_DECL}}", decl.trim_end())
@@ -87,45 +128,79 @@ fn lens(p: &Conv3x3Params) -> Vec<u64> {
 
 const BINDINGS: &[crate::gpu::Binding] =
     &[read(1, "weights"), read(2, "bias"), read(3, "input"), read_write(4, "output")];
+const TEXTURE_BINDINGS: &[crate::gpu::Binding] =
+    &[texture(1, "weights"), read(2, "bias"), texture(3, "input"), read_write(4, "output")];
 
-/// `conv3x3_subgroup_co32.forward`: for out_channels a multiple of 32.
-pub struct Forward32;
+macro_rules! conv_kernel {
+    ($name:ident, $tile:literal, $operands:expr, $bindings:expr, $doc:literal) => {
+        #[doc = $doc]
+        pub struct $name;
 
-impl Kernel for Forward32 {
-    type Params = Conv3x3Params;
-    const ENTRY: EntryPoint = EntryPoint {
-        shader: shader_name(32),
-        entry: "forward",
-        workgroup_size: 64,
-        params_bytes: std::mem::size_of::<Conv3x3Params>(),
-        bindings: BINDINGS,
+        impl Kernel for $name {
+            type Params = Conv3x3Params;
+            const ENTRY: EntryPoint = EntryPoint {
+                shader: shader_name($tile, $operands),
+                entry: "forward",
+                workgroup_size: 64,
+                params_bytes: std::mem::size_of::<Conv3x3Params>(),
+                bindings: $bindings,
+            };
+            fn workgroups(p: &Conv3x3Params) -> u64 {
+                workgroups(p, $tile)
+            }
+            fn binding_lens(p: &Conv3x3Params) -> Vec<u64> {
+                lens(p)
+            }
+        }
     };
-    fn workgroups(p: &Conv3x3Params) -> u64 {
-        workgroups(p, 32)
-    }
-    fn binding_lens(p: &Conv3x3Params) -> Vec<u64> {
-        lens(p)
-    }
 }
 
-/// `conv3x3_subgroup_co4.forward`: for out_channels a multiple of 4.
-pub struct Forward4;
+conv_kernel!(Forward32, 32, Operands::Storage, BINDINGS, "Storage operands, out_channels a multiple of 32.");
+conv_kernel!(Forward4, 4, Operands::Storage, BINDINGS, "Storage operands, out_channels a multiple of 4.");
+conv_kernel!(Forward32Tex, 32, Operands::Texture, TEXTURE_BINDINGS, "Texture operands, out_channels a multiple of 32.");
+conv_kernel!(Forward4Tex, 4, Operands::Texture, TEXTURE_BINDINGS, "Texture operands, out_channels a multiple of 4.");
 
-impl Kernel for Forward4 {
-    type Params = Conv3x3Params;
-    const ENTRY: EntryPoint = EntryPoint {
-        shader: shader_name(4),
-        entry: "forward",
-        workgroup_size: 64,
-        params_bytes: std::mem::size_of::<Conv3x3Params>(),
-        bindings: BINDINGS,
-    };
-    fn workgroups(p: &Conv3x3Params) -> u64 {
-        workgroups(p, 4)
-    }
-    fn binding_lens(p: &Conv3x3Params) -> Vec<u64> {
-        lens(p)
-    }
+/// Texture size (width, height) of a conv input: texel (x * in_channels / 4 + c4, y).
+pub fn input_texture_size(p: &Conv3x3Params) -> (u32, u32) {
+    (p.width * p.in_channels / 4, p.height)
+}
+
+/// Texture size (width, height) of conv weights: texel (tap * in_channels / 4 + c4, co).
+pub fn weights_texture_size(p: &Conv3x3Params) -> (u32, u32) {
+    (9 * p.in_channels / 4, p.out_channels)
+}
+
+/// Whether the texture kernels can run `p` on a device whose 2D textures are at most `max_dim`
+/// texels wide: both textures fit, and the input's rows are a multiple of the 256 bytes a
+/// buffer-to-texture copy needs.
+pub fn textures_fit(p: &Conv3x3Params, max_dim: u32) -> bool {
+    let (iw, ih) = input_texture_size(p);
+    let (ww, wh) = weights_texture_size(p);
+    p.in_channels % 4 == 0 && iw.max(ih).max(ww).max(wh) <= max_dim && (16 * iw) % 256 == 0
+}
+
+/// An rgba32float texture for the texture kernels, filled by copies or [`write_texture`].
+pub fn create_texture(gpu: &crate::gpu::Gpu, label: &str, (width, height): (u32, u32)) -> wgpu::Texture {
+    gpu.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    })
+}
+
+/// Writes `data` (rows of `width * 4` floats) into a texture made by [`create_texture`].
+pub fn write_texture(gpu: &crate::gpu::Gpu, texture: &wgpu::Texture, data: &[f32]) {
+    gpu.queue.write_texture(
+        texture.as_image_copy(),
+        bytemuck::cast_slice(data),
+        wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(16 * texture.width()), rows_per_image: None },
+        texture.size(),
+    );
 }
 
 /// The largest tile of [`CO_TILES`] that divides `out_channels`, if the shape suits the kernel.

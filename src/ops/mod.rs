@@ -25,6 +25,8 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     conv3x3::BackwardInput::ENTRY,
     conv3x3_subgroup::Forward32::ENTRY,
     conv3x3_subgroup::Forward4::ENTRY,
+    conv3x3_subgroup::Forward32Tex::ENTRY,
+    conv3x3_subgroup::Forward4Tex::ENTRY,
     relu::Forward::ENTRY,
     relu::Backward::ENTRY,
     maxpool2::Forward::ENTRY,
