@@ -17,6 +17,11 @@
 //   2 gram            read_write  forward
 //   3 grad_gram       read        backward
 //   4 grad_features   read_write  backward
+//   5 sym             read_write  symmetrize
+//
+// symmetrize: sym[i, j] = scale * (grad_gram[i, j] + grad_gram[j, i]), the weights with which the
+//           engine runs the backward as a pointwise conv (conv3x3_subgroup with KSIZE 1):
+//           grad_features[p, :] = sym x F[p, :]. Writes `=`.
 
 struct Params {
     positions: u32,
@@ -30,6 +35,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> gram: array<f32>;
 @group(0) @binding(3) var<storage, read> grad_gram: array<f32>;
 @group(0) @binding(4) var<storage, read_write> grad_features: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sym: array<f32>;
 
 const WORKGROUP: u32 = 64u;
 
@@ -87,4 +93,20 @@ fn backward(
         g += grad_features[index];
     }
     grad_features[index] = g;
+}
+
+@compute @workgroup_size(64)
+fn symmetrize(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let index = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
+    let c = params.channels;
+    if (index >= c * c) {
+        return;
+    }
+    let i = index / c;
+    let j = index % c;
+    sym[index] = params.scale * (grad_gram[i * c + j] + grad_gram[j * c + i]);
 }

@@ -4,6 +4,7 @@
 //! losses and Adam; [`ops`] describes each one to Rust and holds its CPU twin, the oracle of the
 //! tests; [`gpu`] opens a device, compiles the kernel library once and records dispatches.
 
+pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod net;

@@ -28,6 +28,21 @@ struct Cli {
 enum Command {
     /// List the adapters found, open the chosen one, compile every kernel, check the weights, and
     /// print the adapter's limits and the GPU memory a render of SIZE needs.
+    /// Time every kernel family at VGG19's shapes and whole iterations on the chosen adapter.
+    Bench {
+        /// Image sides whose VGG19 layer shapes the kernels run at.
+        #[arg(long, value_delimiter = ',', default_value = "256,512")]
+        kernel_sides: Vec<usize>,
+        /// Image sides of the whole-iteration benchmark (square images, default layers).
+        #[arg(long, value_delimiter = ',', default_value = "128,256,512")]
+        sides: Vec<usize>,
+        /// Timed runs per measurement (the median is reported), after one warm-up run.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     Info {
         /// Image size for the memory estimate: the long edge (512) or WIDTHxHEIGHT (640x480).
         #[arg(long, default_value = "512")]
@@ -105,11 +120,43 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
     Ok(())
 }
 
+fn bench(
+    options: &GpuOptions,
+    weights: Option<&std::path::Path>,
+    kernel_sides: &[usize],
+    sides: &[usize],
+    reps: usize,
+    json: bool,
+) -> nst::Result<()> {
+    let gpu = Gpu::new(options)?;
+    let library = KernelLibrary::new(&gpu)?;
+    let (weights, _) = load_weights(weights)?;
+    if !json {
+        println!("adapter: {}", gpu.describe());
+        println!("kernels at VGG19 shapes ({reps} runs each, median, after a warm-up run):");
+    }
+    let kernels = nst::bench::kernel_benchmarks(&gpu, &library, kernel_sides, reps)?;
+    if !json {
+        println!("{}", nst::bench::kernel_table(&kernels));
+        println!("whole iterations (forward, losses, backward, Adam) with the default layers:");
+    }
+    let iterations = nst::bench::iteration_benchmarks(&gpu, &library, &weights, sides, reps)?;
+    if json {
+        println!("{}", nst::bench::to_json(&gpu.describe(), &kernels, &iterations));
+    } else {
+        println!("{}", nst::bench::iteration_table(&iterations));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let options = options(&cli);
     let result = match cli.command {
         Command::Info { size } => info(&options, cli.weights.as_deref(), &size),
+        Command::Bench { kernel_sides, sides, reps, json } => {
+            bench(&options, cli.weights.as_deref(), &kernel_sides, &sides, reps.max(1), json)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,7 +27,19 @@ macro_rules! shader_files {
     };
 }
 
-shader_files!("conv3x3", "relu", "maxpool2", "avgpool2", "gram", "sqdiff", "reduce", "tv", "adam", "image",);
+shader_files!(
+    "conv3x3",
+    "relu",
+    "maxpool2",
+    "avgpool2",
+    "gram",
+    "gram_blocked",
+    "sqdiff",
+    "reduce",
+    "tv",
+    "adam",
+    "image",
+);
 
 /// A shader generated per adapter from a template in `shaders/` (`*.wgsl.tmpl`): the subgroup
 /// kernels, specialised for the adapter's smallest subgroup size.
@@ -57,6 +69,10 @@ fn conv_tex_co4(sg: usize) -> String {
     conv3x3_subgroup::instantiate(sg, 4, Operands::Texture)
 }
 
+fn conv1x1_co32(sg: usize) -> String {
+    conv3x3_subgroup::instantiate_sized(sg, 32, Operands::Storage, 1)
+}
+
 const CONV_TEMPLATE: &str = "shaders/conv3x3_subgroup.wgsl.tmpl";
 
 /// Every generated shader; built only on adapters with subgroup operations.
@@ -65,6 +81,7 @@ pub const GENERATED: &[GeneratedShader] = &[
     GeneratedShader { name: "conv3x3_subgroup_co4", template: CONV_TEMPLATE, generate: conv_co4 },
     GeneratedShader { name: "conv3x3_subgroup_tex_co32", template: CONV_TEMPLATE, generate: conv_tex_co32 },
     GeneratedShader { name: "conv3x3_subgroup_tex_co4", template: CONV_TEMPLATE, generate: conv_tex_co4 },
+    GeneratedShader { name: "conv1x1_subgroup_co32", template: CONV_TEMPLATE, generate: conv1x1_co32 },
 ];
 
 /// Subgroup sizes the generated shaders are checked at: every power of two an adapter may report.

@@ -251,6 +251,11 @@ fn check_gram(h: usize, w: usize, c: usize, seed: u64) {
     let mut want = vec![0.0; p.gram_len()];
     gram::forward(&p, &to_f64(&features), &mut want);
     assert_close(&format!("gram.forward {h}x{w}x{c}"), &floats(&out[0]), &want, &[c, c], DOT_ATOL, DOT_RTOL);
+    if gram::ForwardBlocked::suits(&p) {
+        let out = run_once::<gram::ForwardBlocked>(gpu, lib, &p, &[bytes(&features), &zeros(p.gram_len())]).unwrap();
+        let what = format!("gram_blocked.forward {h}x{w}x{c}");
+        assert_close(&what, &floats(&out[0]), &want, &[c, c], DOT_ATOL, DOT_RTOL);
+    }
 
     for accumulate in [false, true] {
         let p = p.with_accumulate(accumulate);
@@ -262,6 +267,22 @@ fn check_gram(h: usize, w: usize, c: usize, seed: u64) {
         gram::backward(&p, &to_f64(&features), &to_f64(&grad_gram), &mut want);
         let what = format!("gram.backward {h}x{w}x{c} accumulate={accumulate}");
         assert_close(&what, &floats(&got[0]), &want, &[h * w, c], DOT_ATOL, DOT_RTOL);
+
+        // As the engine runs it where the adapter has subgroups: symmetrize, then a pointwise conv.
+        if lib.has::<conv3x3_subgroup::Pointwise32>() && c % 32 == 0 {
+            let sym = gpu.buffer_zeroed("sym", 4 * p.gram_len() as u64);
+            let (gb, fb) =
+                (gpu.buffer_from("grad gram", bytes(&grad_gram)), gpu.buffer_from("features", bytes(&features)));
+            let (zero, out) = (gpu.buffer_zeroed("zero bias", 4 * c as u64), gpu.buffer_from("out", bytes(&initial)));
+            let first = Step::new::<gram::Symmetrize>(gpu, lib, &p, &[&gb, &sym]).unwrap();
+            let conv = Conv3x3Params::new(h, w, c, c).with_accumulate(accumulate);
+            let second =
+                Step::new::<conv3x3_subgroup::Pointwise32>(gpu, lib, &conv, &[&sym, &zero, &fb, &out]).unwrap();
+            submit(gpu, "gram backward as pointwise conv", &[&first, &second]).unwrap();
+            let got = floats(&gpu.read_buffers(&[&out]).unwrap()[0]);
+            let what = format!("gram.symmetrize + conv1x1_subgroup {h}x{w}x{c} accumulate={accumulate}");
+            assert_close(&what, &got, &want, &[h * w, c], DOT_ATOL, DOT_RTOL);
+        }
     }
 }
 
@@ -271,6 +292,9 @@ fn gram_matches_cpu_at_odd_shapes() {
     check_gram(1, 1, 3, 61);
     check_gram(7, 5, 3, 62);
     check_gram(13, 11, 65, 63);
+    check_gram(1, 1, 4, 68);
+    check_gram(7, 9, 12, 69);
+    check_gram(7, 9, 32, 71);
 }
 
 #[test]
@@ -280,6 +304,7 @@ fn gram_matches_cpu_at_vgg_shapes() {
     check_gram(256, 256, 3, 66);
     // More positions than lavapipe lets one loop run: the reduction must be split.
     check_gram(300, 301, 3, 67);
+    check_gram(181, 183, 8, 70);
 }
 
 /// Runs a loss's first stage and `reduce.sum` in one command encoder, as an iteration does, and

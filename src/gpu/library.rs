@@ -281,6 +281,16 @@ pub enum Command {
     CopyToTexture { buffer: wgpu::Buffer, texture: wgpu::Texture },
 }
 
+impl Command {
+    /// What the command runs: the kernel's `shader.entry`, or `copy to texture`.
+    pub fn name(&self) -> &str {
+        match self {
+            Command::Dispatch(step) => step.name(),
+            Command::CopyToTexture { .. } => "copy to texture",
+        }
+    }
+}
+
 /// Records `commands` in order into one command encoder (consecutive dispatches share a compute
 /// pass; a copy ends the pass) and submits it.
 pub fn submit_commands(gpu: &Gpu, label: &str, commands: &[&Command]) -> Result<()> {

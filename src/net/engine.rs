@@ -19,7 +19,10 @@ use crate::ops::{avgpool2, conv3x3, conv3x3_subgroup, gram, maxpool2, reduce, re
 pub fn kernel_profile(gpu: &Gpu, library: &KernelLibrary) -> KernelProfile {
     let no_textures = std::env::var("NST_NO_TEXTURES").is_ok_and(|v| !v.is_empty() && v != "0");
     let textures = library.has::<conv3x3_subgroup::Forward32Tex>() && library.has::<conv3x3_subgroup::Forward4Tex>();
-    KernelProfile { texture_conv: (textures && !no_textures).then_some(gpu.limits.max_texture_dimension_2d) }
+    KernelProfile {
+        texture_conv: (textures && !no_textures).then_some(gpu.limits.max_texture_dimension_2d),
+        pointwise_gram: library.has::<conv3x3_subgroup::Pointwise32>() && library.has::<gram::Symmetrize>(),
+    }
 }
 
 /// A conv pass (a layer's forward, or its input gradient as a forward conv with flipped, transposed
@@ -164,6 +167,9 @@ impl<'g> Engine<'g> {
                 Op::AvgPool { input, output, params } => {
                     step(Step::new::<avgpool2::Forward>(gpu, library, &params, &[buf(input), buf(output)]))?
                 }
+                Op::Gram { input, output, params } if gram::ForwardBlocked::suits(&params) => {
+                    step(Step::new::<gram::ForwardBlocked>(gpu, library, &params, &[buf(input), buf(output)]))?
+                }
                 Op::Gram { input, output, params } => {
                     step(Step::new::<gram::Forward>(gpu, library, &params, &[buf(input), buf(output)]))?
                 }
@@ -189,6 +195,19 @@ impl<'g> Engine<'g> {
                 }
                 BackOp::Tv { input, grad, params } => {
                     Step::new::<tv::Backward>(gpu, library, &params, &[buf(input), buf(grad)])?
+                }
+                BackOp::Gram { features, grad_gram, grad_features, params } if profile.gram_as_pointwise(&params) => {
+                    // dF = F x sym with sym = scale * (dG + dGᵀ): a pointwise conv.
+                    let c = params.channels as usize;
+                    let sym = gpu.buffer_zeroed("gram symmetrized gradient", 4 * params.gram_len() as u64);
+                    let zero = gpu.buffer_zeroed("gram zero bias", 4 * c as u64);
+                    allocated += sym.size() + zero.size();
+                    let first = Step::new::<gram::Symmetrize>(gpu, library, &params, &[buf(grad_gram), &sym])?;
+                    backward.push(Command::Dispatch(first));
+                    let (positions, h) = (params.positions as usize, tape.tensors[features].shape.0);
+                    let conv = Conv3x3Params::new(h, positions / h, c, c).with_accumulate(params.accumulate != 0);
+                    let buffers = [&sym, &zero, buf(features), buf(grad_features)];
+                    Step::new::<conv3x3_subgroup::Pointwise32>(gpu, library, &conv, &buffers)?
                 }
                 BackOp::Gram { features, grad_gram, grad_features, params } => {
                     let buffers = [buf(features), buf(grad_gram), buf(grad_features)];
@@ -354,6 +373,22 @@ impl<'g> Engine<'g> {
         }
         submit_commands(self.gpu, "iteration", &commands)?;
         self.read_losses()
+    }
+
+    /// Every command of one iteration (with the Adam step), in order, each submitted alone and
+    /// timed with a device wait: where an iteration's time goes. Returns (command name, seconds).
+    pub fn profile_iteration(&self, adam: &AdamParams) -> Result<Vec<(String, f64)>> {
+        if let Command::Dispatch(step) = &self.adam {
+            step.write_params(self.gpu, adam);
+        }
+        let mut out = Vec::new();
+        for command in self.forward.iter().chain(&self.backward).chain([&self.adam]) {
+            let start = std::time::Instant::now();
+            submit_commands(self.gpu, command.name(), &[command])?;
+            self.gpu.wait("profiling an iteration")?;
+            out.push((command.name().to_string(), start.elapsed().as_secs_f64()));
+        }
+        Ok(out)
     }
 
     fn read_losses(&self) -> Result<Vec<f32>> {

@@ -190,9 +190,17 @@ pub struct Tape {
 pub struct KernelProfile {
     /// The largest 2D texture side, when the subgroup conv with texture operands is available.
     pub texture_conv: Option<u32>,
+    /// Whether the Gram backward runs as a pointwise subgroup conv (needs subgroups).
+    pub pointwise_gram: bool,
 }
 
 impl KernelProfile {
+    /// Whether the Gram backward with `params` runs as symmetrize + pointwise conv, which needs a
+    /// `channels x channels` buffer and a zero bias of its own.
+    pub fn gram_as_pointwise(&self, params: &GramParams) -> bool {
+        self.pointwise_gram && params.channels % 32 == 0
+    }
+
     /// Whether a conv pass with `params` reads its input and weights through textures.
     pub fn textured(&self, params: &Conv3x3Params) -> bool {
         self.texture_conv.is_some_and(|max| {
@@ -532,6 +540,13 @@ impl Tape {
             report.weights += 4 * (p.out_channels + p.in_channels) as u64;
         }
         report.other += input_textures.iter().map(|&(w, h)| 16 * w as u64 * h as u64).sum::<u64>();
+        for op in &self.backward {
+            if let BackOp::Gram { params, .. } = op {
+                if profile.gram_as_pointwise(params) {
+                    report.other += 4 * (params.gram_len() + params.channels as usize) as u64;
+                }
+            }
+        }
         let pixels = (self.spec.height * self.spec.width) as u64;
         report.other += 4 * self.partials_len() as u64 + 4 * self.losses.len().max(1) as u64;
         let image = 4 * NETWORK_CHANNELS as u64 * pixels;

@@ -24,6 +24,7 @@ pub const fn shader_name(co_tile: usize, operands: Operands) -> &'static str {
         (4, Operands::Storage) => "conv3x3_subgroup_co4",
         (32, Operands::Texture) => "conv3x3_subgroup_tex_co32",
         (4, Operands::Texture) => "conv3x3_subgroup_tex_co4",
+        (1, Operands::Storage) => "conv1x1_subgroup_co32",
         _ => panic!("no such conv3x3_subgroup tile"),
     }
 }
@@ -42,6 +43,11 @@ pub enum Operands {
 /// The WGSL of the kernel for subgroup size `sg` (broadcasts use lanes 0..sg), tile `co_tile`, and
 /// operands read from buffers or textures.
 pub fn instantiate(sg: usize, co_tile: usize, operands: Operands) -> String {
+    instantiate_sized(sg, co_tile, operands, 3)
+}
+
+/// [`instantiate`] for a `ksize` x `ksize` kernel: 3, or 1 for the pointwise conv.
+pub fn instantiate_sized(sg: usize, co_tile: usize, operands: Operands, ksize: usize) -> String {
     assert!(sg >= 1 && co_tile % 4 == 0, "co_tile must be a multiple of 4");
     let rows = co_tile.div_ceil(sg);
     let mut decl = String::new();
@@ -65,7 +71,7 @@ pub fn instantiate(sg: usize, co_tile: usize, operands: Operands) -> String {
     for r in 0..rows {
         let row = format!("co_base + min({r}u * SG + row_lane, CO_TILE - 1u)");
         inner += &match operands {
-            Operands::Storage => format!("            let w{r} = weights[(({row}) * 9u + tap) * cin4 + c4];\n"),
+            Operands::Storage => format!("            let w{r} = weights[(({row}) * TAPS + tap) * cin4 + c4];\n"),
             Operands::Texture => {
                 format!(
                     "            let w{r} = textureLoad(weights, vec2<i32>(i32(tap * cin4 + c4), i32({row})), 0);\n"
@@ -112,6 +118,7 @@ pub fn instantiate(sg: usize, co_tile: usize, operands: Operands) -> String {
         .replace("{{WEIGHTS_BINDING}}", weights_binding)
         .replace("{{INPUT_BINDING}}", input_binding)
         .replace("{{SG}}", &sg.to_string())
+        .replace("{{KSIZE}}", &ksize.to_string())
         .replace("{{CO_TILE}}", &co_tile.to_string())
         .replace("{{ACC_DECL}}", decl.trim_end())
         .replace("{{INNER}}", inner.trim_end())
@@ -226,4 +233,27 @@ pub fn transpose_weights<T: Real>(in_channels: usize, out_channels: usize, weigh
         }
     }
     out
+}
+
+/// `conv1x1_subgroup_co32.forward`: the pointwise conv (`output[p, co] (= or +=) act(bias[co] +
+/// sum_ci input[p, ci] * weights[co, ci])`), storage operands, out_channels a multiple of 32. The
+/// engine runs the Gram backward with it. Params as for the 3x3 conv; weights `[out][in]`.
+pub struct Pointwise32;
+
+impl Kernel for Pointwise32 {
+    type Params = Conv3x3Params;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: shader_name(1, Operands::Storage),
+        entry: "forward",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<Conv3x3Params>(),
+        bindings: BINDINGS,
+    };
+    fn workgroups(p: &Conv3x3Params) -> u64 {
+        workgroups(p, 32)
+    }
+    fn binding_lens(p: &Conv3x3Params) -> Vec<u64> {
+        let weights = p.out_channels as usize * p.in_channels as usize;
+        [weights, p.bias_len(), p.input_len(), p.output_len()].map(|n| n as u64).to_vec()
+    }
 }

@@ -40,6 +40,13 @@ impl GramParams {
     pub fn gram_len(&self) -> usize {
         self.channels as usize * self.channels as usize
     }
+    /// Invocations that share one 4x4 block in `gram_blocked.forward`: a power of two near
+    /// positions / 1024, from 1 to 64 (the shader's `split_for`).
+    pub fn split(&self) -> usize {
+        let n = (self.positions / 1024).max(1);
+        (1usize << (31 - n.leading_zeros())).min(64)
+    }
+
     /// Multiply-adds times two of the forward (the backward costs the same).
     pub fn flops(&self) -> u64 {
         2 * self.positions as u64 * self.channels as u64 * self.channels as u64
@@ -67,6 +74,34 @@ impl Kernel for Forward {
     }
 }
 
+/// `gram_blocked.forward`: bindings features, gram; channels a multiple of 4. One workgroup per
+/// 4x4 block of the Gram matrix.
+pub struct ForwardBlocked;
+
+impl Kernel for ForwardBlocked {
+    type Params = GramParams;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "gram_blocked",
+        entry: "forward",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<GramParams>(),
+        bindings: &[read(1, "features"), read_write(2, "gram")],
+    };
+    fn workgroups(p: &GramParams) -> u64 {
+        (p.gram_len() / 16).div_ceil(64 / p.split()) as u64
+    }
+    fn binding_lens(p: &GramParams) -> Vec<u64> {
+        vec![p.features_len() as u64, p.gram_len() as u64]
+    }
+}
+
+impl ForwardBlocked {
+    /// Whether the blocked kernel takes this shape.
+    pub fn suits(p: &GramParams) -> bool {
+        p.channels % 4 == 0
+    }
+}
+
 /// `gram.backward`: bindings features, grad_gram, grad_features.
 pub struct Backward;
 
@@ -84,6 +119,36 @@ impl Kernel for Backward {
     }
     fn binding_lens(p: &GramParams) -> Vec<u64> {
         vec![p.features_len() as u64, p.gram_len() as u64, p.features_len() as u64]
+    }
+}
+
+/// `gram.symmetrize`: bindings grad_gram, sym.
+pub struct Symmetrize;
+
+impl Kernel for Symmetrize {
+    type Params = GramParams;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "gram",
+        entry: "symmetrize",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<GramParams>(),
+        bindings: &[read(3, "grad_gram"), read_write(5, "sym")],
+    };
+    fn workgroups(p: &GramParams) -> u64 {
+        groups_for(p.gram_len() as u64, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &GramParams) -> Vec<u64> {
+        vec![p.gram_len() as u64; 2]
+    }
+}
+
+/// CPU twin of `gram.symmetrize`: `sym = scale * (dG + dGᵀ)`.
+pub fn symmetrize<T: Real>(p: &GramParams, grad_gram: &[T], sym: &mut [T]) {
+    let c = p.channels as usize;
+    for i in 0..c {
+        for j in 0..c {
+            sym[i * c + j] = T::from_f64(p.scale as f64) * (grad_gram[i * c + j] + grad_gram[j * c + i]);
+        }
     }
 }
 

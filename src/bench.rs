@@ -1,0 +1,385 @@
+//! Shader-level and end-to-end benchmarks, shared by `cargo bench` and `nst bench`: every kernel
+//! family at VGG19's shapes, timed with a device wait after warm-up (lavapipe compiles a shader on
+//! its first dispatch), and whole iterations at several sizes.
+
+use std::time::Instant;
+
+use crate::error::Result;
+use crate::gpu::{submit_commands, Command, Gpu, Kernel, KernelLibrary, Resource, Step};
+use crate::net::engine::{kernel_profile, Engine};
+use crate::net::{LossSpec, Pooling, Tape, Vgg19Weights};
+use crate::ops::adam::{self, AdamConfig, AdamParams};
+use crate::ops::conv3x3::{self, Conv3x3Params};
+use crate::ops::conv3x3_subgroup as fast;
+use crate::ops::gram::{self, GramParams};
+use crate::ops::maxpool2::{self, Pool2Params};
+use crate::ops::relu::{self, ReluParams};
+use crate::ops::sqdiff::{self, SqDiffParams};
+use crate::ops::tv::{self, TvParams};
+use crate::ops::{avgpool2, reduce};
+
+/// What a kernel's speed is measured in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Work {
+    /// Floating-point operations (multiply-adds count 2).
+    Flops(u64),
+    /// Bytes read and written.
+    Bytes(u64),
+}
+
+/// One kernel at one shape.
+#[derive(Clone, Debug)]
+pub struct KernelResult {
+    pub family: &'static str,
+    pub kernel: String,
+    pub shape: String,
+    /// Median seconds per dispatch.
+    pub seconds: f64,
+    pub work: Work,
+}
+
+impl KernelResult {
+    /// GFLOP/s or GB/s, with its unit.
+    pub fn rate(&self) -> (f64, &'static str) {
+        match self.work {
+            Work::Flops(f) => (f as f64 / self.seconds / 1e9, "GFLOP/s"),
+            Work::Bytes(b) => (b as f64 / self.seconds / 1e9, "GB/s"),
+        }
+    }
+}
+
+/// The median of `reps` timed runs of `commands` (one submission each, waited for), after one
+/// untimed warm-up run.
+pub fn time_commands(gpu: &Gpu, commands: &[&Command], reps: usize) -> Result<f64> {
+    submit_commands(gpu, "warm-up", commands)?;
+    gpu.wait("warming up")?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        submit_commands(gpu, "benchmark", commands)?;
+        gpu.wait("benchmarking")?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+struct Bench<'a> {
+    gpu: &'a Gpu,
+    library: &'a KernelLibrary,
+    reps: usize,
+    results: Vec<KernelResult>,
+}
+
+impl Bench<'_> {
+    fn buffer(&self, floats: usize) -> wgpu::Buffer {
+        // Small non-zero values: no denormals, no NaN.
+        let data: Vec<f32> = (0..floats).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+        self.gpu.buffer_from("benchmark data", bytemuck::cast_slice(&data))
+    }
+
+    fn run(
+        &mut self,
+        family: &'static str,
+        kernel: &str,
+        shape: String,
+        work: Work,
+        commands: Vec<Command>,
+    ) -> Result<()> {
+        let refs: Vec<&Command> = commands.iter().collect();
+        let seconds = time_commands(self.gpu, &refs, self.reps)?;
+        self.results.push(KernelResult { family, kernel: kernel.to_string(), shape, seconds, work });
+        Ok(())
+    }
+
+    /// Buffers sized by the kernel's own shape arithmetic, one step.
+    fn kernel<K: Kernel>(&mut self, family: &'static str, shape: String, params: &K::Params, work: Work) -> Result<()> {
+        let buffers: Vec<wgpu::Buffer> = K::binding_lens(params).iter().map(|&n| self.buffer(n as usize)).collect();
+        let refs: Vec<&wgpu::Buffer> = buffers.iter().collect();
+        let step = Step::new::<K>(self.gpu, self.library, params, &refs)?;
+        self.run(family, &K::ENTRY.name(), shape, work, vec![Command::Dispatch(step)])
+    }
+
+    /// The texture conv, with the copy of its input into the texture included in the time.
+    fn texture_conv(&mut self, family: &'static str, shape: String, p: &Conv3x3Params) -> Result<()> {
+        let wt = fast::create_texture(self.gpu, "weights", fast::weights_texture_size(p));
+        fast::write_texture(self.gpu, &wt, &vec![0.01; p.weights_len()]);
+        let it = fast::create_texture(self.gpu, "input", fast::input_texture_size(p));
+        let (input, bias, output) =
+            (self.buffer(p.input_len()), self.buffer(p.bias_len()), self.buffer(p.output_len()));
+        let resources =
+            [Resource::Texture(&wt), Resource::Buffer(&bias), Resource::Texture(&it), Resource::Buffer(&output)];
+        let (step, name) = match fast::tile_for(p) {
+            Some(32) => (
+                Step::bind::<fast::Forward32Tex>(self.gpu, self.library, p, &resources)?,
+                fast::Forward32Tex::ENTRY.name(),
+            ),
+            _ => (
+                Step::bind::<fast::Forward4Tex>(self.gpu, self.library, p, &resources)?,
+                fast::Forward4Tex::ENTRY.name(),
+            ),
+        };
+        let copy = Command::CopyToTexture { buffer: input, texture: it };
+        self.run(family, &name, shape, Work::Flops(p.flops()), vec![copy, Command::Dispatch(step)])
+    }
+}
+
+/// VGG19's conv shapes (side, channels) at an image of `side` pixels: one per block.
+pub fn vgg_conv_shapes(side: usize) -> [(usize, usize); 4] {
+    [(side, 64), (side / 2, 128), (side / 4, 256), (side / 8, 512)]
+}
+
+/// Every kernel family at VGG19's shapes for `image_sides` (256 and 512 for the full set). The
+/// portable conv kernels, 30 to 100 times slower on lavapipe, run at one small shape, as the
+/// baseline every variant is also measured at.
+pub fn kernel_benchmarks(
+    gpu: &Gpu,
+    library: &KernelLibrary,
+    image_sides: &[usize],
+    reps: usize,
+) -> Result<Vec<KernelResult>> {
+    let mut b = Bench { gpu, library, reps, results: Vec::new() };
+    let subgroups = library.has::<fast::Forward32>();
+    let textures = kernel_profile(gpu, library).texture_conv;
+
+    // Baseline shape: 64 channels at 64x64.
+    let base = Conv3x3Params::new(64, 64, 64, 64).with_relu(true);
+    let shape = |p: &Conv3x3Params| format!("{}x{}x{}->{}", p.height, p.width, p.in_channels, p.out_channels);
+    b.kernel::<conv3x3::Forward>("conv3x3 forward", shape(&base), &base, Work::Flops(base.flops()))?;
+    b.kernel::<conv3x3::BackwardInput>("conv3x3 input gradient", shape(&base), &base, Work::Flops(base.flops()))?;
+    let mut conv_shapes = vec![base];
+    for &side in image_sides {
+        conv_shapes.extend(vgg_conv_shapes(side).map(|(s, c)| Conv3x3Params::new(s, s, c, c).with_relu(true)));
+    }
+    // The first conv and its gradient into the 4-channel image.
+    let first = image_sides.first().copied().unwrap_or(256);
+    let conv1_1 = Conv3x3Params::new(first, first, 4, 64).with_relu(true);
+    let conv1_1_grad = Conv3x3Params::new(first, first, 64, 4);
+    for p in conv_shapes.iter().chain([&conv1_1, &conv1_1_grad]) {
+        let family = if p.relu != 0 { "conv3x3 forward" } else { "conv3x3 input gradient" };
+        if subgroups {
+            match fast::tile_for(p) {
+                Some(32) => b.kernel::<fast::Forward32>(family, shape(p), p, Work::Flops(p.flops()))?,
+                Some(4) => b.kernel::<fast::Forward4>(family, shape(p), p, Work::Flops(p.flops()))?,
+                _ => {}
+            }
+        }
+        if textures.is_some_and(|max| fast::textures_fit(p, max)) {
+            b.texture_conv(family, shape(p), p)?;
+        }
+    }
+
+    for &side in image_sides {
+        let (s, c) = (side, 64);
+        let map = |s: usize, c: usize| format!("{s}x{s}x{c}");
+        let pool = Pool2Params::new(s, s, c);
+        let pool_bytes = 4 * (pool.input_len() + pool.output_len()) as u64;
+        b.kernel::<maxpool2::Forward>("pooling", map(s, c), &pool, Work::Bytes(pool_bytes))?;
+        b.kernel::<maxpool2::Backward>(
+            "pooling",
+            map(s, c),
+            &pool,
+            Work::Bytes(pool_bytes + 8 * pool.input_len() as u64),
+        )?;
+        b.kernel::<avgpool2::Forward>("pooling", map(s, c), &pool, Work::Bytes(pool_bytes))?;
+        b.kernel::<avgpool2::Backward>("pooling", map(s, c), &pool, Work::Bytes(pool_bytes))?;
+
+        let relu = ReluParams::new(s * s * c);
+        b.kernel::<relu::Backward>("relu", map(s, c), &relu, Work::Bytes(16 * relu.len() as u64))?;
+
+        for (gs, gc) in [(s, 64), (s / 8, 512)] {
+            let g = GramParams::new(gs, gs, gc);
+            b.kernel::<gram::Forward>("gram", map(gs, gc), &g, Work::Flops(g.flops()))?;
+            b.kernel::<gram::ForwardBlocked>("gram", map(gs, gc), &g, Work::Flops(g.flops()))?;
+            b.kernel::<gram::Backward>("gram", map(gs, gc), &g, Work::Flops(2 * g.flops()))?;
+        }
+
+        let loss = SqDiffParams::mean(s * s * c, 1.0);
+        b.kernel::<sqdiff::Forward>("losses", map(s, c), &loss, Work::Bytes(8 * loss.len() as u64))?;
+        let sum = reduce::ReduceParams::new(loss.partials(), 0);
+        b.kernel::<reduce::Sum>(
+            "losses",
+            format!("{} partials", loss.partials()),
+            &sum,
+            Work::Bytes(4 * loss.partials() as u64),
+        )?;
+        b.kernel::<sqdiff::Backward>("losses", map(s, c), &loss, Work::Bytes(12 * loss.len() as u64))?;
+
+        let t = TvParams::new(s, s, 4, 1.0);
+        b.kernel::<tv::Forward>("tv", map(s, 4), &t, Work::Bytes(4 * t.len() as u64))?;
+        b.kernel::<tv::Backward>("tv", map(s, 4), &t, Work::Bytes(8 * t.len() as u64))?;
+
+        let a = AdamParams::at_step(s * s * 4, &AdamConfig::default(), 1);
+        b.kernel::<adam::Step>("adam", map(s, 4), &a, Work::Bytes(28 * (s * s * 4) as u64))?;
+    }
+    Ok(b.results)
+}
+
+/// One whole iteration at one size.
+#[derive(Clone, Debug)]
+pub struct IterationResult {
+    pub side: usize,
+    /// Median seconds per iteration (forward, losses, backward, Adam; one submission).
+    pub seconds: f64,
+    /// GPU memory the engine allocated.
+    pub memory_bytes: u64,
+    /// Seconds per kernel family when each command runs alone (sums to more than `seconds`: each
+    /// submission pays its own start-up).
+    pub breakdown: Vec<(String, f64)>,
+}
+
+/// The default render's loss spec at a square of `side` pixels: content `relu4_2`, style
+/// `relu1_1`...`relu5_1`, TV.
+pub fn default_spec(side: usize) -> LossSpec {
+    LossSpec {
+        height: side,
+        width: side,
+        pooling: Pooling::Max,
+        content: vec![("relu4_2".into(), 1.0)],
+        style: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].iter().map(|l| (l.to_string(), 1.0)).collect(),
+        tv: 1.0,
+    }
+}
+
+/// Seconds per iteration at each side, with the memory and a per-family breakdown.
+pub fn iteration_benchmarks(
+    gpu: &Gpu,
+    library: &KernelLibrary,
+    weights: &Vgg19Weights,
+    sides: &[usize],
+    reps: usize,
+) -> Result<Vec<IterationResult>> {
+    let mut out = Vec::new();
+    for &side in sides {
+        let engine = Engine::new(gpu, library, weights, Tape::build(&default_spec(side))?)?;
+        let adam = AdamParams::at_step(engine.tape.tensors[engine.tape.image].len, &AdamConfig::default(), 1);
+        engine.iterate(Some(&adam))?; // warm-up: compiles every pipeline
+        let mut times = Vec::new();
+        for _ in 0..reps {
+            let start = Instant::now();
+            engine.iterate(Some(&adam))?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let mut breakdown: Vec<(String, f64)> = Vec::new();
+        for (name, seconds) in engine.profile_iteration(&adam)? {
+            let family = family_of(&name);
+            match breakdown.iter_mut().find(|(f, _)| *f == family) {
+                Some((_, s)) => *s += seconds,
+                None => breakdown.push((family.to_string(), seconds)),
+            }
+        }
+        out.push(IterationResult {
+            side,
+            seconds: times[times.len() / 2],
+            memory_bytes: engine.allocated_bytes(),
+            breakdown,
+        });
+    }
+    Ok(out)
+}
+
+/// The kernel family of a command name (`conv3x3_subgroup_tex_co32.forward` -> `conv3x3`).
+pub fn family_of(name: &str) -> &'static str {
+    let shader = name.split('.').next().unwrap_or(name);
+    match shader {
+        s if s.starts_with("conv3x3") => "conv3x3",
+        // The Gram backward runs as symmetrize + pointwise conv.
+        s if s.starts_with("conv1x1") => "gram",
+        "copy to texture" => "copies to textures",
+        "maxpool2" | "avgpool2" => "pooling",
+        "relu" => "relu",
+        "gram" | "gram_blocked" => "gram",
+        "sqdiff" | "reduce" => "losses",
+        "tv" => "tv",
+        "adam" => "adam",
+        _ => "other",
+    }
+}
+
+/// The kernel results as a Markdown table: family, kernel, shape, time, rate, and the speed-up over
+/// the portable kernel of the same family at the same shape where both ran.
+pub fn kernel_table(results: &[KernelResult]) -> String {
+    let mut out = String::from("| family | kernel | shape | ms | rate | vs portable |\n|---|---|---|---|---|---|\n");
+    for r in results {
+        let (rate, unit) = r.rate();
+        let baseline = results.iter().find(|b| {
+            b.family == r.family
+                && b.shape == r.shape
+                && (b.kernel.starts_with("conv3x3.") || b.kernel == "gram.forward")
+                && b.kernel != r.kernel
+                && r.kernel.split('.').nth(1) == b.kernel.split('.').nth(1)
+        });
+        let speedup = baseline.map(|b| format!("{:.1}x", b.seconds / r.seconds)).unwrap_or_default();
+        out += &format!(
+            "| {} | {} | {} | {:.2} | {:.1} {unit} | {speedup} |\n",
+            r.family,
+            r.kernel,
+            r.shape,
+            r.seconds * 1e3,
+            rate
+        );
+    }
+    out
+}
+
+/// The iteration results as a Markdown table, then each size's breakdown by kernel family.
+pub fn iteration_table(results: &[IterationResult]) -> String {
+    let mut out = String::from("| size | s / iteration | GPU memory |\n|---|---|---|\n");
+    for r in results {
+        out += &format!("| {0}x{0} | {1:.2} | {2:.0} MiB |\n", r.side, r.seconds, r.memory_bytes as f64 / 1048576.0);
+    }
+    for r in results {
+        let total: f64 = r.breakdown.iter().map(|(_, s)| s).sum();
+        out += &format!("\nshare of one iteration at {0}x{0} (each command timed alone):\n", r.side);
+        for (family, s) in &r.breakdown {
+            out += &format!("  {family:<20} {:>8.1} ms  {:>5.1}%\n", s * 1e3, 100.0 * s / total);
+        }
+    }
+    out
+}
+
+fn json_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Everything as one JSON object, for machines.
+pub fn to_json(adapter: &str, kernels: &[KernelResult], iterations: &[IterationResult]) -> String {
+    let kernels: Vec<String> = kernels
+        .iter()
+        .map(|r| {
+            let (rate, unit) = r.rate();
+            format!(
+                "{{\"family\":{},\"kernel\":{},\"shape\":{},\"seconds\":{:e},\"rate\":{rate:.3},\"unit\":{}}}",
+                json_string(r.family),
+                json_string(&r.kernel),
+                json_string(&r.shape),
+                r.seconds,
+                json_string(unit)
+            )
+        })
+        .collect();
+    let iterations: Vec<String> = iterations
+        .iter()
+        .map(|r| {
+            let breakdown: Vec<String> = r
+                .breakdown
+                .iter()
+                .map(|(f, s)| format!("{{\"family\":{},\"seconds\":{s:e}}}", json_string(f)))
+                .collect();
+            format!(
+                "{{\"side\":{},\"seconds\":{:e},\"memory_bytes\":{},\"breakdown\":[{}]}}",
+                r.side,
+                r.seconds,
+                r.memory_bytes,
+                breakdown.join(",")
+            )
+        })
+        .collect();
+    format!(
+        "{{\"adapter\":{},\"kernels\":[{}],\"iterations\":[{}]}}",
+        json_string(adapter),
+        kernels.join(","),
+        iterations.join(",")
+    )
+}
