@@ -124,6 +124,27 @@ impl Bench<'_> {
     }
 }
 
+impl Bench<'_> {
+    /// The Gram backward as the engine runs it with subgroups: symmetrize, then a pointwise conv.
+    fn gram_backward_pointwise(&mut self, side: usize, c: usize) -> Result<()> {
+        let g = GramParams::new(side, side, c);
+        let (grad_gram, sym, zero) = (self.buffer(g.gram_len()), self.buffer(g.gram_len()), self.buffer(c));
+        let (features, grad_features) = (self.buffer(g.features_len()), self.buffer(g.features_len()));
+        let first = Step::new::<gram::Symmetrize>(self.gpu, self.library, &g, &[&grad_gram, &sym])?;
+        let conv = Conv3x3Params::new(side, side, c, c);
+        let buffers = [&sym, &zero, &features, &grad_features];
+        let second = Step::new::<fast::Pointwise32>(self.gpu, self.library, &conv, &buffers)?;
+        let commands = vec![Command::Dispatch(first), Command::Dispatch(second)];
+        self.run(
+            "gram",
+            "gram.symmetrize + conv1x1_subgroup",
+            format!("{side}x{side}x{c}"),
+            Work::Flops(2 * g.flops()),
+            commands,
+        )
+    }
+}
+
 /// VGG19's conv shapes (side, channels) at an image of `side` pixels: one per block.
 pub fn vgg_conv_shapes(side: usize) -> [(usize, usize); 4] {
     [(side, 64), (side / 2, 128), (side / 4, 256), (side / 8, 512)]
@@ -189,9 +210,18 @@ pub fn kernel_benchmarks(
 
         for (gs, gc) in [(s, 64), (s / 8, 512)] {
             let g = GramParams::new(gs, gs, gc);
-            b.kernel::<gram::Forward>("gram", map(gs, gc), &g, Work::Flops(g.flops()))?;
+            // The portable Gram kernels (10 to 100 times slower) only at the first size.
+            let baseline = Some(&side) == image_sides.first();
+            if baseline {
+                b.kernel::<gram::Forward>("gram", map(gs, gc), &g, Work::Flops(g.flops()))?;
+            }
             b.kernel::<gram::ForwardBlocked>("gram", map(gs, gc), &g, Work::Flops(g.flops()))?;
-            b.kernel::<gram::Backward>("gram", map(gs, gc), &g, Work::Flops(2 * g.flops()))?;
+            if baseline {
+                b.kernel::<gram::Backward>("gram", map(gs, gc), &g, Work::Flops(2 * g.flops()))?;
+            }
+            if subgroups {
+                b.gram_backward_pointwise(gs, gc)?;
+            }
         }
 
         let loss = SqDiffParams::mean(s * s * c, 1.0);

@@ -87,7 +87,7 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
     }
     let gpu = Gpu::new(options)?;
     let start = std::time::Instant::now();
-    KernelLibrary::new(&gpu)?;
+    let library = KernelLibrary::new(&gpu)?;
     println!("chosen: {}", gpu.describe());
     println!("  kernels: {} compiled in {:.2} s", nst::ops::ENTRY_POINTS.len(), start.elapsed().as_secs_f64());
     let l = &gpu.limits;
@@ -104,7 +104,7 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
         style: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].iter().map(|l| (l.to_string(), 1.0)).collect(),
         tv: 1.0,
     };
-    let m = Tape::build(&spec)?.memory();
+    let m = Tape::build(&spec)?.memory_on(&nst::net::engine::kernel_profile(&gpu, &library));
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
         "memory for {width}x{height} with the default layers: {:.0} MiB (largest buffer {:.0} MiB)",

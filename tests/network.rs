@@ -211,18 +211,23 @@ fn the_memory_report_predicts_what_the_engine_allocates() {
         let predicted = tape.memory_on(&engine.profile()).total();
         assert_eq!(engine.allocated_bytes(), predicted, "{h}x{w} with {:?}", engine.profile());
     }
+    let profile =
+        Engine::new(gpu, lib, weights(), Tape::build(&style_spec(32, 32, Pooling::Max)).unwrap()).unwrap().profile();
     for side in [256, 512, 1024] {
-        let m = Tape::build(&style_spec(side, side, Pooling::Max)).unwrap().memory();
-        println!(
-            "memory at {side}x{side}: total {:.1} MiB (weights {:.1}, activations {:.1}, gradients {:.1}, targets {:.1}, other {:.1}); largest buffer {:.1} MiB",
-            m.total() as f64 / 1048576.0,
-            m.weights as f64 / 1048576.0,
-            m.activations as f64 / 1048576.0,
-            m.gradients as f64 / 1048576.0,
-            m.targets as f64 / 1048576.0,
-            m.other as f64 / 1048576.0,
-            m.largest_buffer as f64 / 1048576.0
-        );
+        let tape = Tape::build(&style_spec(side, side, Pooling::Max)).unwrap();
+        for (what, m) in [("portable kernels", tape.memory()), ("this adapter's kernels", tape.memory_on(&profile))] {
+            let mib = |b: u64| b as f64 / 1048576.0;
+            println!(
+                "memory at {side}x{side} with {what}: total {:.1} MiB (weights {:.1}, activations {:.1}, gradients {:.1}, targets {:.1}, other {:.1}); largest buffer {:.1} MiB",
+                mib(m.total()),
+                mib(m.weights),
+                mib(m.activations),
+                mib(m.gradients),
+                mib(m.targets),
+                mib(m.other),
+                mib(m.largest_buffer)
+            );
+        }
     }
 }
 
