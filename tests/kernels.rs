@@ -269,7 +269,7 @@ fn check_gram(h: usize, w: usize, c: usize, seed: u64) {
         assert_close(&what, &floats(&got[0]), &want, &[h * w, c], DOT_ATOL, DOT_RTOL);
 
         // As the engine runs it where the adapter has subgroups: symmetrize, then a pointwise conv.
-        if lib.has::<conv3x3_subgroup::Pointwise32>() && c % 32 == 0 {
+        if lib.has::<conv3x3_subgroup::Pointwise32>() && c.is_multiple_of(32) {
             let sym = gpu.buffer_zeroed("sym", 4 * p.gram_len() as u64);
             let (gb, fb) =
                 (gpu.buffer_from("grad gram", bytes(&grad_gram)), gpu.buffer_from("features", bytes(&features)));

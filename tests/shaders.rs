@@ -51,7 +51,7 @@ fn every_file_in_shaders_is_embedded_and_every_embedded_file_exists() {
         })
         .collect();
     for name in &on_disk {
-        assert!(shaders::FILES.iter().any(|f| &f.name == name), "shaders/{name}.wgsl is not in shaders::FILES");
+        assert!(shaders::FILES.iter().any(|f| f.name == name), "shaders/{name}.wgsl is not in shaders::FILES");
     }
     for file in shaders::FILES {
         assert!(on_disk.contains(&file.name.to_string()), "{} is embedded but missing on disk", file.path());

@@ -198,7 +198,7 @@ impl KernelProfile {
     /// Whether the Gram backward with `params` runs as symmetrize + pointwise conv, which needs a
     /// `channels x channels` buffer and a zero bias of its own.
     pub fn gram_as_pointwise(&self, params: &GramParams) -> bool {
-        self.pointwise_gram && params.channels % 32 == 0
+        self.pointwise_gram && params.channels.is_multiple_of(32)
     }
 
     /// Whether a conv pass with `params` reads its input and weights through textures.

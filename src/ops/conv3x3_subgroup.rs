@@ -48,7 +48,7 @@ pub fn instantiate(sg: usize, co_tile: usize, operands: Operands) -> String {
 
 /// [`instantiate`] for a `ksize` x `ksize` kernel: 3, or 1 for the pointwise conv.
 pub fn instantiate_sized(sg: usize, co_tile: usize, operands: Operands, ksize: usize) -> String {
-    assert!(sg >= 1 && co_tile % 4 == 0, "co_tile must be a multiple of 4");
+    assert!(sg >= 1 && co_tile.is_multiple_of(4), "co_tile must be a multiple of 4");
     let rows = co_tile.div_ceil(sg);
     let mut decl = String::new();
     for p in 0..4 {
@@ -57,8 +57,7 @@ pub fn instantiate_sized(sg: usize, co_tile: usize, operands: Operands, ksize: u
         }
     }
     let mut inner = String::new();
-    for p in 0..4 {
-        let c = COMPONENTS[p];
+    for (p, c) in COMPONENTS.iter().enumerate() {
         inner += &match operands {
             Operands::Storage => format!(
                 "            let x{p} = input[u32(iy.{c}) * params.width * cin4 + u32(ix.{c}) + c4] * valid.{c};\n"
@@ -183,7 +182,7 @@ pub fn weights_texture_size(p: &Conv3x3Params) -> (u32, u32) {
 pub fn textures_fit(p: &Conv3x3Params, max_dim: u32) -> bool {
     let (iw, ih) = input_texture_size(p);
     let (ww, wh) = weights_texture_size(p);
-    p.in_channels % 4 == 0 && iw.max(ih).max(ww).max(wh) <= max_dim && (16 * iw) % 256 == 0
+    p.in_channels.is_multiple_of(4) && iw.max(ih).max(ww).max(wh) <= max_dim && (16 * iw) % 256 == 0
 }
 
 /// An rgba32float texture for the texture kernels, filled by copies or [`write_texture`].
@@ -212,10 +211,10 @@ pub fn write_texture(gpu: &crate::gpu::Gpu, texture: &wgpu::Texture, data: &[f32
 
 /// The largest tile of [`CO_TILES`] that divides `out_channels`, if the shape suits the kernel.
 pub fn tile_for(p: &Conv3x3Params) -> Option<usize> {
-    if p.in_channels % 4 != 0 {
+    if !p.in_channels.is_multiple_of(4) {
         return None;
     }
-    CO_TILES.into_iter().find(|t| p.out_channels as usize % t == 0)
+    CO_TILES.into_iter().find(|t| (p.out_channels as usize).is_multiple_of(*t))
 }
 
 /// The weights of the input gradient: `w'[ci][ky][kx][co] = w[co][2 - ky][2 - kx][ci]`, so that

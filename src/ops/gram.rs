@@ -98,7 +98,7 @@ impl Kernel for ForwardBlocked {
 impl ForwardBlocked {
     /// Whether the blocked kernel takes this shape.
     pub fn suits(p: &GramParams) -> bool {
-        p.channels % 4 == 0
+        p.channels.is_multiple_of(4)
     }
 }
 
