@@ -7,12 +7,16 @@ use super::conv3x3::Conv3x3Params;
 use crate::gpu::kernel::{read, read_write, texture, EntryPoint, Kernel};
 use crate::Real;
 
-/// The template, with `{{SG}}`, `{{CO_TILE}}`, `{{WEIGHTS_BINDING}}`, `{{INPUT_BINDING}}`,
-/// `{{ACC_DECL}}`, `{{INNER}}` and `{{STORE}}` holes.
+/// The template, with `{{SG}}`, `{{KSIZE}}`, `{{CO_TILE}}`, `{{WEIGHTS_BINDING}}`,
+/// `{{INPUT_BINDING}}`, `{{ACC_DECL}}`, `{{POSITIONS}}`, `{{INNER}}` and `{{STORE}}` holes.
 pub const TEMPLATE: &str = include_str!("../../shaders/conv3x3_subgroup.wgsl.tmpl");
 
-/// Pixels per workgroup (64 invocations x 4 pixels).
-pub const PIXELS_PER_GROUP: usize = 256;
+/// Invocations per workgroup, each owning [`PX`] consecutive pixels of one row.
+pub const INVOCATIONS: usize = 64;
+
+/// Pixels per invocation. On lavapipe (64x64, 256->256, texture operands): 4 px 20 GFLOP/s, 8 px
+/// 42, 12 px 64, 16 px 68, but 16 px took minutes to compile on first dispatch, so 8.
+pub const PX: usize = 8;
 
 /// Output-channel tiles nst instantiates: 32 for VGG's layers, 4 for the gradient into the image.
 pub const CO_TILES: [usize; 2] = [32, 4];
@@ -48,47 +52,65 @@ pub fn instantiate(sg: usize, co_tile: usize, operands: Operands) -> String {
 
 /// [`instantiate`] for a `ksize` x `ksize` kernel: 3, or 1 for the pointwise conv.
 pub fn instantiate_sized(sg: usize, co_tile: usize, operands: Operands, ksize: usize) -> String {
+    instantiate_tiled(sg, co_tile, operands, ksize, PX)
+}
+
+/// [`instantiate_sized`] with `px` pixels per invocation.
+pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: usize, px: usize) -> String {
     assert!(sg >= 1 && co_tile.is_multiple_of(4), "co_tile must be a multiple of 4");
     let rows = co_tile.div_ceil(sg);
     let mut decl = String::new();
-    for p in 0..4 {
+    for p in 0..px {
         for c in 0..co_tile / 4 {
             decl += &format!("    var a{p}_{c} = vec4<f32>(0.0);\n");
         }
     }
-    let mut inner = String::new();
-    for (p, c) in COMPONENTS.iter().enumerate() {
-        inner += &match operands {
-            Operands::Storage => format!(
-                "            let x{p} = input[u32(iy.{c}) * params.width * cin4 + u32(ix.{c}) + c4] * valid.{c};\n"
-            ),
-            Operands::Texture => format!(
-                "            let x{p} = textureLoad(input, vec2<i32>(ix.{c} + i32(c4), iy.{c}), 0) * valid.{c};\n"
-            ),
-        };
+    // Input positions of one row of taps: x = tx - KSIZE/2 + j for j < 4 + KSIZE - 1.
+    let positions = px + ksize - 1;
+    let mut pos = String::new();
+    for j in 0..positions {
+        pos += &format!(
+            "        let sx{j} = tx + {j} - i32(KSIZE / 2u);\n        let in{j} = row_in && sx{j} >= 0 && sx{j} < w;\n\
+             \x20       let v{j} = select(0.0, 1.0, in{j});\n        let ix{j} = select(0, sx{j} * i32(cin4), in{j});\n"
+        );
     }
-    for r in 0..rows {
-        let row = format!("co_base + min({r}u * SG + row_lane, CO_TILE - 1u)");
+    let mut inner = String::new();
+    for j in 0..positions {
         inner += &match operands {
-            Operands::Storage => format!("            let w{r} = weights[(({row}) * TAPS + tap) * cin4 + c4];\n"),
+            Operands::Storage => {
+                format!("            let x{j} = input[u32(iy) * params.width * cin4 + u32(ix{j}) + c4] * v{j};\n")
+            }
             Operands::Texture => {
-                format!(
-                    "            let w{r} = textureLoad(weights, vec2<i32>(i32(tap * cin4 + c4), i32({row})), 0);\n"
-                )
+                format!("            let x{j} = textureLoad(input, vec2<i32>(ix{j} + i32(c4), iy), 0) * v{j};\n")
             }
         };
     }
-    for co in 0..co_tile {
-        let (r, i) = (co / sg, co % sg);
-        inner += &format!("            let b{co} = subgroupBroadcast(w{r}, {i}u);\n");
-        for p in 0..4 {
-            inner += &format!("            a{p}_{}.{} += dot(x{p}, b{co});\n", co / 4, COMPONENTS[co % 4]);
+    for kx in 0..ksize {
+        inner += &format!("            let tap{kx} = ky * KSIZE + {kx}u;\n");
+        for r in 0..rows {
+            let row = format!("co_base + min({r}u * SG + row_lane, CO_TILE - 1u)");
+            inner += &match operands {
+                Operands::Storage => {
+                    format!("            let w{kx}_{r} = weights[(({row}) * TAPS + tap{kx}) * cin4 + c4];\n")
+                }
+                Operands::Texture => format!(
+                    "            let w{kx}_{r} = textureLoad(weights, vec2<i32>(i32(tap{kx} * cin4 + c4), i32({row})), 0);\n"
+                ),
+            };
+        }
+        for co in 0..co_tile {
+            let (r, i) = (co / sg, co % sg);
+            inner += &format!("            let b{kx}_{co} = subgroupBroadcast(w{kx}_{r}, {i}u);\n");
+            for p in 0..px {
+                let x = p + kx;
+                inner += &format!("            a{p}_{}.{} += dot(x{x}, b{kx}_{co});\n", co / 4, COMPONENTS[co % 4]);
+            }
         }
     }
     let mut store = String::new();
-    for p in 0..4 {
+    for p in 0..px {
         store += &format!(
-            "    if (pixel0 + {p}u < pixels) {{\n        let o = (pixel0 + {p}u) * params.out_channels + co_base;\n"
+            "    if (live && tx + {p} < w) {{\n        let o = (u32(ty) * params.width + u32(tx) + {p}u) * params.out_channels + co_base;\n"
         );
         for c in 0..co_tile / 4 {
             store += &format!(
@@ -118,14 +140,21 @@ pub fn instantiate_sized(sg: usize, co_tile: usize, operands: Operands, ksize: u
         .replace("{{INPUT_BINDING}}", input_binding)
         .replace("{{SG}}", &sg.to_string())
         .replace("{{KSIZE}}", &ksize.to_string())
+        .replace("{{PX}}", &px.to_string())
         .replace("{{CO_TILE}}", &co_tile.to_string())
         .replace("{{ACC_DECL}}", decl.trim_end())
+        .replace("{{POSITIONS}}", pos.trim_end())
         .replace("{{INNER}}", inner.trim_end())
         .replace("{{STORE}}", store.trim_end())
 }
 
+/// Tiles of [`PX`] consecutive pixels of one row: an invocation's share.
+fn tiles(p: &Conv3x3Params) -> usize {
+    p.height as usize * (p.width as usize).div_ceil(PX)
+}
+
 fn workgroups(p: &Conv3x3Params, co_tile: usize) -> u64 {
-    (p.pixels().div_ceil(PIXELS_PER_GROUP) * (p.out_channels as usize / co_tile)) as u64
+    (tiles(p).div_ceil(INVOCATIONS) * (p.out_channels as usize / co_tile)) as u64
 }
 
 fn lens(p: &Conv3x3Params) -> Vec<u64> {
