@@ -14,9 +14,12 @@ pub const TEMPLATE: &str = include_str!("../../shaders/conv3x3_subgroup.wgsl.tmp
 /// Invocations per workgroup, each owning [`PX`] consecutive pixels of one row.
 pub const INVOCATIONS: usize = 64;
 
-/// Pixels per invocation. On lavapipe (64x64, 256->256, texture operands): 4 px 20 GFLOP/s, 8 px
-/// 42, 12 px 64, 16 px 68, but 16 px took minutes to compile on first dispatch, so 8.
-pub const PX: usize = 8;
+/// Pixels per invocation. A probe (64x64, 256->256, texture operands, its own bind group layout)
+/// measured 4 px 20 GFLOP/s, 8 px 42, 12 px 64, 16 px 68, but `nst bench` with 8 px measured the
+/// texture kernel at 17-24 GFLOP/s, the same as 4 px, and whole iterations no faster, while 8 px
+/// doubled the first-dispatch compile time (16 px took minutes). Until that difference is
+/// understood, 4.
+pub const PX: usize = 4;
 
 /// Output-channel tiles nst instantiates: 32 for VGG's layers, 4 for the gradient into the image.
 pub const CO_TILES: [usize; 2] = [32, 4];
