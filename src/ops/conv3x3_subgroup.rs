@@ -14,11 +14,9 @@ pub const TEMPLATE: &str = include_str!("../../shaders/conv3x3_subgroup.wgsl.tmp
 /// Invocations per workgroup, each owning [`PX`] consecutive pixels of one row.
 pub const INVOCATIONS: usize = 64;
 
-/// Pixels per invocation. A probe (64x64, 256->256, texture operands, its own bind group layout)
-/// measured 4 px 20 GFLOP/s, 8 px 42, 12 px 64, 16 px 68, but `nst bench` with 8 px measured the
-/// texture kernel at 17-24 GFLOP/s, the same as 4 px, and whole iterations no faster, while 8 px
-/// doubled the first-dispatch compile time (16 px took minutes). Until that difference is
-/// understood, 4.
+/// Pixels per invocation. On lavapipe (64x64, 256->256, texture operands) 8 and 16 measured the
+/// same ~21 GFLOP/s as 4 with written textures, while compiling much longer on first dispatch
+/// (minutes at 16), so 4.
 pub const PX: usize = 4;
 
 /// Output-channel tiles nst instantiates: 32 for VGG's layers, 4 for the gradient into the image.
