@@ -95,6 +95,35 @@ fn every_layer_output_matches_the_cpu_reference_with_the_real_weights() {
     }
 }
 
+#[test]
+fn the_first_layer_sees_the_image_as_vgg19_expects_bgr_minus_the_mean() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    // Independent of the tape: conv1_1 with the file's 3-channel weights on the 3-channel BGR image.
+    let (h, w) = (9, 16);
+    let spec = LossSpec {
+        height: h,
+        width: w,
+        pooling: Pooling::Max,
+        content: vec![("relu1_1".into(), 1.0)],
+        style: vec![],
+        tv: 0.0,
+    };
+    let tape = Tape::build(&spec).unwrap();
+    let engine = Engine::new(gpu, lib, weights(), tape.clone()).unwrap();
+    let rgba = picture(h, w, 9);
+    engine.set_image_rgba(&rgba).unwrap();
+    engine.forward().unwrap();
+    let got = engine.read(tape.output("relu1_1").unwrap()).unwrap();
+
+    let bgr: Vec<f64> = network_image::<f64>(&rgba).chunks(4).flat_map(|p| p[..3].to_vec()).collect();
+    let c = &weights().convs[0];
+    let p = nst::ops::conv3x3::Conv3x3Params::new(h, w, 3, 64).with_relu(true);
+    let mut want = vec![0.0; p.output_len()];
+    nst::ops::conv3x3::forward(&p, &to_f64(&c.weights), &to_f64(&c.bias), &bgr, &mut want);
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert_close("relu1_1 from the 3-channel image", &got, &want, &[h, w, 64], 1e-5 * scale, 1e-4);
+}
+
 /// Targets from a style and a content picture, then the loss and its gradient at a third.
 fn gpu_loss_and_gradient(
     engine: &Engine,
@@ -271,5 +300,4 @@ fn the_tape_sums_the_gradients_of_a_style_layer_from_its_gram_and_the_next_conv(
         })
         .collect();
     assert_eq!(writers, vec![false, true], "first writer overwrites, the second adds");
-    let _ = to_f64(&[]);
 }

@@ -20,8 +20,14 @@ pub fn new_values<T: Real>(tape: &Tape) -> Vec<Vec<T>> {
 
 impl<T: Real> CpuNet<T> {
     pub fn new(weights: &Vgg19Weights, tape: &Tape) -> CpuNet<T> {
-        let weights =
-            weights.convs[..tape.convs_used()].iter().map(|c| (convert(&c.weights), convert(&c.bias))).collect();
+        // Weights padded to each conv's input channels (conv1_1 reads the 4-channel network image).
+        let weights = tape
+            .conv_params()
+            .map(|(conv, p)| {
+                let c = &weights.convs[conv];
+                (convert(&c.padded(p.in_channels as usize)), convert(&c.bias))
+            })
+            .collect();
         CpuNet { weights }
     }
 

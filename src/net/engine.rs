@@ -228,8 +228,7 @@ impl<'g> Engine<'g> {
                     let (w, _, zero) = &conv_weights[&conv];
                     let (cin, cout) = (params.in_channels as usize, params.out_channels as usize);
                     let transposed = conv3x3_subgroup::transpose_weights(cin, cout, w);
-                    let gradient = Conv3x3Params::new(params.height as usize, params.width as usize, cout, cin)
-                        .with_accumulate(params.accumulate != 0);
+                    let gradient = params.input_gradient();
                     let label = format!("{} weights transposed", CONVS[conv].name);
                     let pass = conv_pass(
                         gpu,
@@ -366,9 +365,7 @@ impl<'g> Engine<'g> {
     pub fn iterate(&self, adam: Option<&AdamParams>) -> Result<Vec<f32>> {
         let mut commands: Vec<&Command> = self.forward.iter().chain(&self.backward).collect();
         if let Some(params) = adam {
-            if let Command::Dispatch(step) = &self.adam {
-                step.write_params(self.gpu, params);
-            }
+            self.set_adam(params);
             commands.push(&self.adam);
         }
         submit_commands(self.gpu, "iteration", &commands)?;
@@ -378,9 +375,7 @@ impl<'g> Engine<'g> {
     /// Every command of one iteration (with the Adam step), in order, each submitted alone and
     /// timed with a device wait: where an iteration's time goes. Returns (command name, seconds).
     pub fn profile_iteration(&self, adam: &AdamParams) -> Result<Vec<(String, f64)>> {
-        if let Command::Dispatch(step) = &self.adam {
-            step.write_params(self.gpu, adam);
-        }
+        self.set_adam(adam);
         let mut out = Vec::new();
         for command in self.forward.iter().chain(&self.backward).chain([&self.adam]) {
             let start = std::time::Instant::now();
@@ -389,6 +384,12 @@ impl<'g> Engine<'g> {
             out.push((command.name().to_string(), start.elapsed().as_secs_f64()));
         }
         Ok(out)
+    }
+
+    fn set_adam(&self, params: &AdamParams) {
+        if let Command::Dispatch(step) = &self.adam {
+            step.write_params(self.gpu, params);
+        }
     }
 
     fn read_losses(&self) -> Result<Vec<f32>> {

@@ -290,7 +290,8 @@ impl Tape {
                 Layer::Conv(i) => {
                     let c = CONVS[i];
                     let output = tape.add(name.clone(), TensorKind::Activation, (ch, cw, c.out_channels));
-                    let params = Conv3x3Params::new(ch, cw, c.in_channels, c.out_channels).with_relu(true);
+                    // conv1_1 reads the 4-channel network image: its weights are padded with zeros.
+                    let params = Conv3x3Params::new(ch, cw, cc, c.out_channels).with_relu(true);
                     tape.forward.push(Op::Conv { conv: i, input: current, output, params });
                     current = output;
                     cc = c.out_channels;
@@ -488,12 +489,7 @@ impl Tape {
     /// gradient is a forward conv with in and out channels swapped and flipped, transposed weights.
     pub fn conv_passes(&self) -> impl Iterator<Item = (usize, Conv3x3Params, Conv3x3Params)> + '_ {
         self.conv_params().map(|(conv, p)| {
-            let gradient = Conv3x3Params::new(
-                p.height as usize,
-                p.width as usize,
-                p.out_channels as usize,
-                p.in_channels as usize,
-            );
+            let gradient = p.with_accumulate(false).input_gradient();
             (conv, p, gradient)
         })
     }

@@ -56,6 +56,12 @@ impl Conv3x3Params {
     pub fn bias_len(&self) -> usize {
         self.out_channels as usize
     }
+    /// The params of this conv's input gradient run as a forward conv with flipped, transposed
+    /// weights: in and out channels swapped, no ReLU, the same `accumulate`.
+    pub fn input_gradient(&self) -> Self {
+        Conv3x3Params { in_channels: self.out_channels, out_channels: self.in_channels, relu: 0, ..*self }
+    }
+
     /// Multiply-adds times two, for GFLOP/s (the same for forward and input gradient).
     pub fn flops(&self) -> u64 {
         2 * 9 * self.pixels() as u64 * self.in_channels as u64 * self.out_channels as u64
