@@ -4,7 +4,9 @@
 //        v[i] = beta2 * v[i] + (1 - beta2) * g[i]^2
 //        x[i] = x[i] - lr * (m[i] / bias_correction1) / (sqrt(v[i] / bias_correction2) + epsilon)
 //        with bias_correction1 = 1 - beta1^t and bias_correction2 = 1 - beta2^t at step t = 1, 2, ...
-//        (computed on the host in f64). x, m and v are updated in place (`=`).
+//        (computed on the host in f64), then x[i] = clamp(x[i], lower[i % 4], upper[i % 4]): the
+//        image's valid range per channel (unbounded: -f32::MAX..f32::MAX). x, m and v are updated
+//        in place (`=`).
 //
 // Bindings (group 0):
 //   0 params   uniform
@@ -21,6 +23,9 @@ struct Params {
     epsilon: f32,
     bias_correction1: f32,
     bias_correction2: f32,
+    _pad: u32,
+    lower: vec4<f32>,
+    upper: vec4<f32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -48,5 +53,6 @@ fn step(
     v[i] = v_new;
     let m_hat = m_new / params.bias_correction1;
     let v_hat = v_new / params.bias_correction2;
-    x[i] = x[i] - params.lr * m_hat / (sqrt(v_hat) + params.epsilon);
+    let stepped = x[i] - params.lr * m_hat / (sqrt(v_hat) + params.epsilon);
+    x[i] = clamp(stepped, params.lower[i % 4u], params.upper[i % 4u]);
 }

@@ -1,4 +1,4 @@
-//! One bias-corrected Adam step, in place. GPU: `shaders/adam.wgsl`.
+//! One bias-corrected Adam step, in place, then a clamp to per-channel bounds. GPU: `shaders/adam.wgsl`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -18,6 +18,11 @@ pub struct AdamParams {
     pub bias_correction1: f32,
     /// `1 - beta2^t`.
     pub bias_correction2: f32,
+    pub _pad: u32,
+    /// After the step, element `i` is clamped to `lower[i % 4] ..= upper[i % 4]`: the image's
+    /// valid range per channel (B, G, R, 0 minus the mean), so no effort goes into invisible values.
+    pub lower: [f32; 4],
+    pub upper: [f32; 4],
 }
 
 /// Adam's hyperparameters.
@@ -48,7 +53,17 @@ impl AdamParams {
             epsilon: config.epsilon as f32,
             bias_correction1: (1.0 - config.beta1.powi(t as i32)) as f32,
             bias_correction2: (1.0 - config.beta2.powi(t as i32)) as f32,
+            _pad: 0,
+            lower: [f32::MIN; 4],
+            upper: [f32::MAX; 4],
         }
+    }
+
+    /// Clamps element `i` to `lower[i % 4] ..= upper[i % 4]` after each step (default: unbounded).
+    pub fn with_bounds(mut self, lower: [f32; 4], upper: [f32; 4]) -> Self {
+        self.lower = lower;
+        self.upper = upper;
+        self
     }
 }
 
@@ -82,6 +97,14 @@ pub fn step<T: Real>(p: &AdamParams, grad: &[T], x: &mut [T], m: &mut [T], v: &m
         v[i] = f(p.beta2) * v[i] + (one - f(p.beta2)) * g * g;
         let m_hat = m[i] / f(p.bias_correction1);
         let v_hat = v[i] / f(p.bias_correction2);
-        x[i] = x[i] - f(p.lr) * m_hat / (v_hat.sqrt() + f(p.epsilon));
+        let stepped = x[i] - f(p.lr) * m_hat / (v_hat.sqrt() + f(p.epsilon));
+        let (lo, hi) = (f(p.lower[i % 4]), f(p.upper[i % 4]));
+        x[i] = if stepped < lo {
+            lo
+        } else if stepped > hi {
+            hi
+        } else {
+            stepped
+        };
     }
 }

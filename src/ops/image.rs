@@ -12,6 +12,13 @@ pub const VGG_MEAN_RGB: [f32; 3] = [123.68, 116.779, 103.939];
 /// multiple of 4 channels.
 pub const NETWORK_CHANNELS: usize = 4;
 
+/// The valid range of each network channel (B, G, R, 0): 0..255 minus the mean; the fourth
+/// channel stays 0. Adam clamps the image to it after each step.
+pub fn network_bounds() -> ([f32; 4], [f32; 4]) {
+    let [r, g, b] = VGG_MEAN_RGB;
+    ([-b, -g, -r, 0.0], [255.0 - b, 255.0 - g, 255.0 - r, 0.0])
+}
+
 /// Params of `image.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
