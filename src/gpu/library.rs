@@ -278,7 +278,15 @@ impl Step {
 /// rows are the buffer's `width * 16` bytes (the fast conv reads its input that way).
 pub enum Command {
     Dispatch(Step),
-    CopyToTexture { buffer: wgpu::Buffer, texture: wgpu::Texture },
+    CopyToTexture {
+        buffer: wgpu::Buffer,
+        texture: wgpu::Texture,
+    },
+    /// Copies the whole of `from` into `to` (same size).
+    CopyBuffer {
+        from: wgpu::Buffer,
+        to: wgpu::Buffer,
+    },
 }
 
 impl Command {
@@ -287,6 +295,7 @@ impl Command {
         match self {
             Command::Dispatch(step) => step.name(),
             Command::CopyToTexture { .. } => "copy to texture",
+            Command::CopyBuffer { .. } => "copy buffer",
         }
     }
 }
@@ -312,6 +321,10 @@ pub fn submit_commands(gpu: &Gpu, label: &str, commands: &[&Command]) -> Result<
                         texture.as_image_copy(),
                         texture.size(),
                     );
+                    i += 1;
+                }
+                Command::CopyBuffer { from, to } => {
+                    encoder.copy_buffer_to_buffer(from, 0, to, 0, from.size().min(to.size()));
                     i += 1;
                 }
                 Command::Dispatch(_) => {

@@ -79,6 +79,9 @@ pub struct Engine<'g> {
     buffers: Vec<wgpu::Buffer>,
     losses: wgpu::Buffer,
     rgba: wgpu::Buffer,
+    /// Two copies of the image taken before Adam steps, alternately: the last image whose loss
+    /// was finite survives a step that produces NaN.
+    backups: [wgpu::Buffer; 2],
     forward: Vec<Command>,
     backward: Vec<Command>,
     to_network: Step,
@@ -255,6 +258,8 @@ impl<'g> Engine<'g> {
         let from_network = Step::new::<image::FromNetwork>(gpu, library, &image_params, &[buf(tape.image), &rgba])?;
 
         let image_len = tape.tensors[tape.image].len;
+        let backups = [0, 1].map(|i| gpu.buffer_zeroed(&format!("image backup {i}"), 4 * image_len as u64));
+        allocated += backups.iter().map(|b| b.size()).sum::<u64>();
         let m = gpu.buffer_zeroed("adam m", 4 * image_len as u64);
         let v = gpu.buffer_zeroed("adam v", 4 * image_len as u64);
         // The image gradient exists when any loss reaches the image; otherwise Adam reads a zero buffer.
@@ -282,6 +287,7 @@ impl<'g> Engine<'g> {
             buffers,
             losses,
             rgba,
+            backups,
             forward,
             backward,
             to_network,
@@ -370,6 +376,62 @@ impl<'g> Engine<'g> {
         }
         submit_commands(self.gpu, "iteration", &commands)?;
         self.read_losses()
+    }
+
+    /// [`Engine::iterate`] with the Adam step, which first copies the image (the one whose losses
+    /// it returns) into backup `slot` (0 or 1). A render alternates the slots, so that when a step's
+    /// losses are not finite, the other slot holds the last image whose losses were.
+    pub fn iterate_with_backup(&self, adam: &AdamParams, slot: usize) -> Result<Vec<f32>> {
+        self.set_adam(adam);
+        let backup = Command::CopyBuffer { from: self.buffer(self.tape.image).clone(), to: self.backups[slot].clone() };
+        let commands: Vec<&Command> = self.forward.iter().chain(&self.backward).chain([&backup, &self.adam]).collect();
+        submit_commands(self.gpu, "iteration", &commands)?;
+        self.read_losses()
+    }
+
+    /// Copies backup `slot` back into the image.
+    pub fn restore_backup(&self, slot: usize) -> Result<()> {
+        let restore =
+            Command::CopyBuffer { from: self.backups[slot].clone(), to: self.buffer(self.tape.image).clone() };
+        submit_commands(self.gpu, "restoring the image", &[&restore])
+    }
+
+    /// Fills the image with NaN: lets tests drive a render into the path that handles a
+    /// non-finite loss.
+    pub fn poison_image(&self) {
+        let nan = vec![f32::NAN; self.tape.tensors[self.tape.image].len];
+        self.gpu.queue.write_buffer(self.buffer(self.tape.image), 0, bytemuck::cast_slice(&nan));
+    }
+
+    /// After a forward run, the value each `kind` loss compares with its target (a content
+    /// layer's features, a style layer's Gram matrix), in the order of [`Tape::losses`].
+    pub fn loss_sources(&self, kind: LossKind) -> Result<Vec<Vec<f32>>> {
+        let terms: Vec<_> = self.tape.losses.iter().filter(|t| t.kind == kind).collect();
+        terms.iter().map(|t| self.read(t.source)).collect()
+    }
+
+    /// Writes the targets of the `kind` losses, in the order of [`Tape::losses`]; each must have
+    /// its target's length.
+    pub fn set_targets(&self, kind: LossKind, values: &[Vec<f32>]) -> Result<()> {
+        let targets: Vec<TensorId> =
+            self.tape.losses.iter().filter(|t| t.kind == kind).filter_map(|t| t.target).collect();
+        if targets.len() != values.len() {
+            return Err(Error::Shape {
+                kernel: "targets".into(),
+                message: format!("{} targets of this kind, got {} values", targets.len(), values.len()),
+            });
+        }
+        for (&t, v) in targets.iter().zip(values) {
+            let info = &self.tape.tensors[t];
+            if info.len != v.len() {
+                return Err(Error::Shape {
+                    kernel: "targets".into(),
+                    message: format!("{} has {} elements, got {}", info.name, info.len, v.len()),
+                });
+            }
+            self.gpu.queue.write_buffer(self.buffer(t), 0, bytemuck::cast_slice(v));
+        }
+        Ok(())
     }
 
     /// Every command of one iteration (with the Adam step), in order, each submitted alone and

@@ -257,7 +257,7 @@ impl Tape {
                 return Err(Error::ImageSize {
                     height: h,
                     width: w,
-                    message: format!("layer {name} needs at least {side}x{side} pixels"),
+                    message: format!("layer {name} needs at least {side}x{side} pixels; use a larger size"),
                 });
             }
         }
@@ -418,6 +418,19 @@ impl Tape {
         self.backward = backward;
     }
 
+    /// The same tape without its backward: for computing targets (a style image's Gram
+    /// matrices), which needs no gradient buffers. Gradient tensors keep their ids with no elements.
+    pub fn without_backward(mut self) -> Tape {
+        self.backward.clear();
+        self.grads.clear();
+        for t in &mut self.tensors {
+            if matches!(t.kind, TensorKind::Grad | TensorKind::Masked) {
+                t.len = 0;
+            }
+        }
+        self
+    }
+
     /// The gradient of the total loss with respect to the image, if any loss reaches it.
     pub fn image_grad(&self) -> Option<TensorId> {
         self.grads.get(&self.image).copied()
@@ -504,7 +517,7 @@ impl Tape {
             if std::mem::replace(&mut counted[b], true) {
                 continue;
             }
-            let bytes = 4 * lens[b] as u64;
+            let bytes = 4 * lens[b].max(1) as u64;
             report.largest_buffer = report.largest_buffer.max(bytes);
             match t.kind {
                 TensorKind::Activation | TensorKind::Gram | TensorKind::Image => report.activations += bytes,
@@ -546,7 +559,8 @@ impl Tape {
         let pixels = (self.spec.height * self.spec.width) as u64;
         report.other += 4 * self.partials_len() as u64 + 4 * self.losses.len().max(1) as u64;
         let image = 4 * NETWORK_CHANNELS as u64 * pixels;
-        report.other += 2 * image + 4 * pixels;
+        // Adam's two moments, two image backups, the RGBA buffer.
+        report.other += 4 * image + 4 * pixels;
         if self.image_grad().is_none() {
             report.other += image;
         }
