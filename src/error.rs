@@ -62,8 +62,20 @@ pub enum Error {
     UnknownLayer { name: String, hint: String },
 
     /// An image too small or too large for the network or the adapter.
-    #[error("image size {height}x{width}: {message}")]
+    #[error("image of {width}x{height} pixels: {message}")]
     ImageSize { height: usize, width: usize, message: String },
+
+    /// An input image that cannot be opened or decoded.
+    #[error("image {path}: {message}")]
+    Image { path: String, message: String },
+
+    /// An output path that cannot be written.
+    #[error("output {path}: {message}")]
+    Output { path: String, message: String },
+
+    /// Render options that no render can use.
+    #[error("{0}")]
+    Options(String),
 
     /// Waiting for the device or mapping a buffer failed.
     #[error("GPU device lost or stalled while {during}: {message}")]

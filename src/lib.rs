@@ -5,11 +5,13 @@
 //! tests; [`gpu`] opens a device, compiles the kernel library once and records dispatches.
 
 pub mod bench;
+pub mod check;
 pub mod error;
 pub mod gpu;
 pub mod net;
 pub mod ops;
 pub mod real;
+pub mod render;
 pub mod shaders;
 
 pub use error::{Error, Result};

@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::{Parser, Subcommand};
 use nst::gpu::{Gpu, GpuOptions, KernelLibrary};
 use nst::net::{LossSpec, Pooling, Tape, Vgg19Weights};
@@ -26,6 +28,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Render CONTENT in the style of STYLE into OUTPUT: Adam on VGG19's content and style
+    /// losses, on the GPU. Exit codes: 0 done, 1 error, 2 bad arguments, 3 the loss stopped being
+    /// finite (the last good image is written), 130 interrupted (the current image is written).
+    Render(Box<cli::render::RenderArgs>),
     /// List the adapters found, open the chosen one, compile every kernel, check the weights, and
     /// print the adapter's limits and the GPU memory a render of SIZE needs.
     /// Time every kernel family at VGG19's shapes and whole iterations on the chosen adapter.
@@ -43,6 +49,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run every kernel on the chosen adapter against its CPU twin at small sizes and print the
+    /// largest error per kernel; exits with 1 if any kernel is out of tolerance.
+    Check,
     Info {
         /// Image size for the memory estimate: the long edge (512) or WIDTHxHEIGHT (640x480).
         #[arg(long, default_value = "512")]
@@ -120,6 +129,38 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
     Ok(())
 }
 
+fn check(options: &GpuOptions) -> nst::Result<()> {
+    let gpu = Gpu::new(options)?;
+    let library = KernelLibrary::new(&gpu)?;
+    println!("adapter: {}", gpu.describe());
+    println!("every kernel against its CPU twin (f64 from the same f32 inputs):");
+    let start = std::time::Instant::now();
+    let results = nst::check::run(&gpu, &library)?;
+    let width = results.iter().map(|r| r.kernel.len()).max().unwrap_or(0);
+    let shape_width = results.iter().map(|r| r.shape.len()).max().unwrap_or(0);
+    println!("  {:width$}  {:shape_width$}  {:>10}  {:>10}  result", "kernel", "shape", "max error", "max value");
+    for r in &results {
+        println!(
+            "  {:width$}  {:shape_width$}  {:>10.2e}  {:>10.2e}  {}",
+            r.kernel,
+            r.shape,
+            r.max_error,
+            r.max_value,
+            if r.passed { "pass" } else { "FAIL" }
+        );
+    }
+    let failed = results.iter().filter(|r| !r.passed).count();
+    println!("{} checks, {failed} failed, in {:.1} s", results.len(), start.elapsed().as_secs_f64());
+    if failed > 0 {
+        eprintln!(
+            "nst: {failed} kernels disagree with the CPU reference on this adapter; try another adapter \
+             (--adapter) or driver, and report the table above"
+        );
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn bench(
     options: &GpuOptions,
     weights: Option<&std::path::Path>,
@@ -149,10 +190,51 @@ fn bench(
     Ok(())
 }
 
+/// Parses the command line; a usage error becomes one line that says what to do (help and
+/// version print as usual).
+fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:"))
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect();
+            let message = message.join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            eprintln!("nst: {message}; see `nst --help` or `nst render --help`");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     let options = options(&cli);
+    if let Command::Render(args) = &cli.command {
+        return match cli::render::run(args, &options, cli.weights.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(cli::render::Failure::Error(e)) => {
+                eprintln!("nst: {e}");
+                ExitCode::FAILURE
+            }
+            Err(cli::render::Failure::Diverged(message)) => {
+                eprintln!("nst: {message}");
+                ExitCode::from(3)
+            }
+            Err(cli::render::Failure::Interrupted(message)) => {
+                eprintln!("nst: {message}");
+                ExitCode::from(130)
+            }
+        };
+    }
     let result = match cli.command {
+        Command::Render(_) => unreachable!("handled above"),
+        Command::Check => check(&options),
         Command::Info { size } => info(&options, cli.weights.as_deref(), &size),
         Command::Bench { kernel_sides, sides, reps, json } => {
             bench(&options, cli.weights.as_deref(), &kernel_sides, &sides, reps.max(1), json)

@@ -71,3 +71,35 @@ fn a_corrupt_weights_file_is_refused_with_its_path() {
     assert!(stderr.contains(&format!("weights {}: not a safetensors file", path.display())), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn check_runs_every_kernel_against_its_cpu_twin_and_all_pass() {
+    let (ok, stdout, stderr) = nst(&["check"]);
+    assert!(ok, "nst check failed:\n{stdout}\n{stderr}");
+    let families = [
+        "conv3x3.forward",
+        "conv3x3.backward_input",
+        "relu.forward",
+        "relu.backward",
+        "maxpool2.forward",
+        "maxpool2.backward",
+        "avgpool2.forward",
+        "avgpool2.backward",
+        "gram.forward",
+        "gram_blocked.forward",
+        "gram.backward",
+        "sqdiff.forward",
+        "sqdiff.backward",
+        "reduce.sum",
+        "tv.forward",
+        "tv.backward",
+        "adam.step",
+        "image.to_network",
+        "image.from_network",
+    ];
+    for family in families {
+        assert!(stdout.contains(&format!("  {family} ")), "{family} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains(", 0 failed"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}

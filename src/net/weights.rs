@@ -75,7 +75,7 @@ impl Vgg19Weights {
     pub fn from_file(path: &Path) -> Result<Vgg19Weights> {
         let bytes = std::fs::read(path).map_err(|e| Error::Weights {
             origin: path.display().to_string(),
-            message: format!("cannot read it: {e}"),
+            message: format!("cannot read it ({e}); check the path, or leave out --weights for the built-in weights"),
         })?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }

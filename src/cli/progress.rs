@@ -1,0 +1,87 @@
+//! Progress of a render on stderr: one redrawn line on a terminal, plain lines (at most one a
+//! second) otherwise, nothing with `--quiet`.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use nst::render::Losses;
+
+pub struct Progress {
+    total: u32,
+    start: Instant,
+    last_line: Option<Instant>,
+    terminal: bool,
+    quiet: bool,
+}
+
+fn duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+impl Progress {
+    pub fn new(total: u32, quiet: bool) -> Progress {
+        Progress { total, start: Instant::now(), last_line: None, terminal: std::io::stderr().is_terminal(), quiet }
+    }
+
+    /// Seconds since the first iteration started.
+    pub fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Reports iteration `done` (1-based) with its losses.
+    pub fn update(&mut self, done: u32, losses: &Losses) {
+        if self.quiet {
+            return;
+        }
+        let elapsed = self.elapsed();
+        let rate = done as f64 / elapsed.max(1e-9);
+        let eta = (self.total - done) as f64 / rate;
+        let speed = if rate >= 1.0 { format!("{rate:.2} it/s") } else { format!("{:.2} s/it", 1.0 / rate) };
+        let terms = format!(
+            "loss {:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})",
+            losses.total(),
+            losses.content,
+            losses.style,
+            losses.tv
+        );
+        let width = self.total.to_string().len();
+        if self.terminal {
+            let filled = (20 * done / self.total.max(1)) as usize;
+            let bar = format!("{}{}", "#".repeat(filled), "-".repeat(20 - filled));
+            eprint!("\r\x1b[2K{done:>width$}/{} [{bar}] {speed} ETA {} {terms}", self.total, duration(eta),);
+            if done == self.total {
+                eprintln!();
+            }
+            let _ = std::io::stderr().flush();
+        } else {
+            let due = self.last_line.is_none_or(|t| t.elapsed().as_secs_f64() >= 1.0);
+            if due || done == self.total || done == 1 {
+                eprintln!(
+                    "iteration {done:>width$}/{} {speed} elapsed {} ETA {} {terms}",
+                    self.total,
+                    duration(elapsed),
+                    duration(eta)
+                );
+                self.last_line = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Ends a redrawn line before other output.
+    pub fn finish_line(&self) {
+        if self.terminal && !self.quiet {
+            eprintln!();
+        }
+    }
+
+    pub fn say(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("{message}");
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! `nst render`: the command that turns a photo and a painting into a picture.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Args;
+use nst::gpu::{Gpu, GpuOptions, KernelLibrary};
+use nst::net::{LossKind, Pooling, Vgg19Weights};
+use nst::render::{self, defaults, Init, Losses, Render, RenderOptions, Size};
+
+use super::progress::Progress;
+
+/// What `nst render` failed with, and the exit code it leaves.
+pub enum Failure {
+    /// A library error: exit code 1.
+    Error(nst::Error),
+    /// The loss stopped being finite: the last good image was written; exit code 3.
+    Diverged(String),
+    /// Ctrl-C: the current image was written; exit code 130.
+    Interrupted(String),
+}
+
+impl From<nst::Error> for Failure {
+    fn from(e: nst::Error) -> Self {
+        Failure::Error(e)
+    }
+}
+
+#[derive(Args)]
+pub struct RenderArgs {
+    /// The photo whose content the picture keeps (any format the image crate reads).
+    #[arg(help_heading = "Inputs")]
+    pub content: PathBuf,
+    /// The painting whose style the picture takes.
+    #[arg(help_heading = "Inputs")]
+    pub style: PathBuf,
+    /// Where the optimisation starts: content, noise, or an image file.
+    #[arg(long, default_value = "content", value_name = "content|noise|PATH", help_heading = "Inputs")]
+    pub init: String,
+
+    /// Weight of the content term (mean over content layers of mean((F - P)^2)).
+    #[arg(long, default_value_t = defaults::CONTENT_WEIGHT, allow_hyphen_values = true, help_heading = "Loss")]
+    pub content_weight: f64,
+    /// Weight of the style term (mean over style layers of mean((G - A)^2), G = FᵀF / positions).
+    #[arg(long, default_value_t = defaults::STYLE_WEIGHT, allow_hyphen_values = true, help_heading = "Loss")]
+    pub style_weight: f64,
+    /// Weight of the total variation (sum of |differences of neighbouring pixels|, 0..255 scale).
+    #[arg(long, default_value_t = defaults::TV_WEIGHT, allow_hyphen_values = true, help_heading = "Loss")]
+    pub tv_weight: f64,
+    /// Content layers, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "relu4_2", help_heading = "Loss")]
+    pub content_layers: Vec<String>,
+    /// Style layers, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1",
+        help_heading = "Loss"
+    )]
+    pub style_layers: Vec<String>,
+    /// Pooling between VGG19's blocks: max or avg.
+    #[arg(long, default_value = "max", value_parser = ["max", "avg"], help_heading = "Loss")]
+    pub pooling: String,
+
+    /// Adam steps.
+    #[arg(long, default_value_t = defaults::ITERATIONS, value_parser = positive, allow_hyphen_values = true,
+          help_heading = "Optimisation")]
+    pub iterations: u32,
+    /// Adam's learning rate, in pixel values (0..255).
+    #[arg(long, default_value_t = defaults::LR, allow_hyphen_values = true, help_heading = "Optimisation")]
+    pub lr: f64,
+    /// Seed of the noise start (`--init noise`); a render is deterministic for a seed and adapter.
+    #[arg(long, default_value_t = 0, help_heading = "Optimisation")]
+    pub seed: u64,
+
+    /// Output image; the extension chooses the format (.png, .jpg, .webp, .tiff, .bmp).
+    #[arg(short, long, help_heading = "Output")]
+    pub output: PathBuf,
+    /// Working size: the long edge (512) or WIDTHxHEIGHT (512x512).
+    #[arg(long, default_value_t = defaults::SIZE.to_string(), help_heading = "Output")]
+    pub size: String,
+    /// Also write the image every N iterations, as OUT.NNNN.ext.
+    #[arg(long, value_name = "N", value_parser = positive, help_heading = "Output")]
+    pub save_every: Option<u32>,
+    /// Write one JSON line per iteration to FILE: iteration, seconds, each loss term, total.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub log: Option<PathBuf>,
+    /// Print nothing but errors.
+    #[arg(short, long, help_heading = "Output")]
+    pub quiet: bool,
+}
+
+fn positive(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= 1 && n <= u32::MAX as i64 => Ok(n as u32),
+        Ok(n) => Err(format!("{n} is not a positive count; give a whole number such as 300")),
+        Err(_) => Err(format!("{s:?} is not a whole number; give one such as 300")),
+    }
+}
+
+impl RenderArgs {
+    fn options(&self) -> nst::Result<RenderOptions> {
+        let size: Size = self.size.parse().map_err(nst::Error::Options)?;
+        let init = match self.init.as_str() {
+            "content" => Init::Content,
+            "noise" => Init::Noise,
+            path => Init::Image(render::load_image(Path::new(path))?),
+        };
+        let options = RenderOptions {
+            size,
+            iterations: self.iterations,
+            adam: nst::ops::adam::AdamConfig { lr: self.lr, ..Default::default() },
+            content_weight: self.content_weight,
+            style_weight: self.style_weight,
+            tv_weight: self.tv_weight,
+            content_layers: self.content_layers.iter().filter(|l| !l.is_empty()).cloned().collect(),
+            style_layers: self.style_layers.iter().filter(|l| !l.is_empty()).cloned().collect(),
+            init,
+            pooling: if self.pooling == "avg" { Pooling::Avg } else { Pooling::Max },
+            seed: self.seed,
+        };
+        options.validate()?;
+        Ok(options)
+    }
+
+    fn snapshot_path(&self, iteration: u32) -> PathBuf {
+        let stem = self.output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let ext = self.output.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        self.output.with_file_name(format!("{stem}.{iteration:04}.{ext}"))
+    }
+}
+
+fn json_line(iteration: u32, seconds: f64, l: &Losses) -> String {
+    let layers = |kind: LossKind| -> String {
+        let items: Vec<String> =
+            l.terms.iter().filter(|t| t.0 == kind).map(|(_, layer, v)| format!("\"{layer}\":{v:?}")).collect();
+        format!("{{{}}}", items.join(","))
+    };
+    format!(
+        "{{\"iteration\":{iteration},\"seconds\":{seconds:?},\"content\":{:?},\"style\":{:?},\"tv\":{:?},\
+         \"total\":{:?},\"content_layers\":{},\"style_layers\":{}}}",
+        l.content,
+        l.style,
+        l.tv,
+        l.total(),
+        layers(LossKind::Content),
+        layers(LossKind::Style)
+    )
+}
+
+pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Path>) -> Result<(), Failure> {
+    // Everything that needs no GPU is checked first, so that a mistake costs nothing.
+    let mut inputs = vec![args.content.as_path(), args.style.as_path()];
+    if !matches!(args.init.as_str(), "content" | "noise") {
+        inputs.push(Path::new(&args.init));
+    }
+    if let Some(log) = &args.log {
+        inputs.push(log);
+    }
+    render::check_output(&args.output, &inputs)?;
+    let options = args.options()?;
+    let content = render::load_image(&args.content)?;
+    let style = render::load_image(&args.style)?;
+    let mut log = match &args.log {
+        Some(path) => {
+            Some(std::fs::File::create(path).map(std::io::BufWriter::new).map_err(|e| nst::Error::Output {
+                path: path.display().to_string(),
+                message: format!("cannot create the log ({e}); choose a writable path"),
+            })?)
+        }
+        None => None,
+    };
+
+    let gpu = Gpu::new(gpu_options)?;
+    let library = KernelLibrary::new(&gpu)?;
+    let weights = match weights_path {
+        Some(p) => Vgg19Weights::from_file(p)?,
+        None => Vgg19Weights::embedded()?,
+    };
+    let setup = std::time::Instant::now();
+    let mut render = Render::new(&gpu, &library, &weights, &content, &style, &options)?;
+    let mut progress = Progress::new(options.iterations, args.quiet);
+    progress.say(&format!(
+        "nst: {}x{} px, {} iterations on {}; {} MiB of GPU memory; targets ready in {:.1} s",
+        render.width,
+        render.height,
+        options.iterations,
+        gpu.describe(),
+        render.engine().allocated_bytes() >> 20,
+        setup.elapsed().as_secs_f64()
+    ));
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // A second Ctrl-C ends at once; the output is only ever renamed into place whole.
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\nnst: interrupted; finishing this iteration and writing the current image (Ctrl-C again to quit now)"
+            );
+        });
+    }
+    // Test hook: fill the image with NaN before iteration N, to exercise the divergence path.
+    let inject_nan_at: Option<u32> = std::env::var("NST_INJECT_NAN_AT").ok().and_then(|v| v.parse().ok());
+    for t in 1..=options.iterations {
+        if interrupted.load(Ordering::SeqCst) {
+            progress.finish_line();
+            let image = render.image()?;
+            render::save_image(&image, &args.output)?;
+            return Err(Failure::Interrupted(format!(
+                "interrupted after {} iterations; wrote {}",
+                render.steps(),
+                args.output.display()
+            )));
+        }
+        if inject_nan_at == Some(t) {
+            render.poison_image();
+        }
+        let losses = match render.step()? {
+            Ok(losses) => losses,
+            Err(diverged) => {
+                progress.finish_line();
+                let advice = "try a lower --lr or smaller loss weights";
+                if diverged.iteration == 1 {
+                    return Err(Failure::Diverged(format!(
+                        "the loss of the starting image is not finite; nothing written; {advice}"
+                    )));
+                }
+                let image = render.image()?;
+                render::save_image(&image, &args.output)?;
+                return Err(Failure::Diverged(format!(
+                    "the loss became NaN or infinite at iteration {}; wrote the last good image (after {} \
+                     iterations) to {}; {advice}",
+                    diverged.iteration,
+                    diverged.last_good,
+                    args.output.display()
+                )));
+            }
+        };
+        let elapsed = progress.elapsed();
+        if let Some(log) = &mut log {
+            let line = json_line(t, elapsed, &losses);
+            writeln!(log, "{line}").and_then(|_| log.flush()).map_err(|e| nst::Error::Output {
+                path: args.log.as_ref().unwrap().display().to_string(),
+                message: format!("cannot write the log ({e})"),
+            })?;
+        }
+        progress.update(t, &losses);
+        if args.save_every.is_some_and(|n| t % n == 0 && t < options.iterations) {
+            render::save_image(&render.image()?, &args.snapshot_path(t))?;
+        }
+    }
+    let image = render.image()?;
+    render::save_image(&image, &args.output)?;
+    progress.say(&format!(
+        "nst: wrote {} ({}x{}, {} iterations, {:.1} s)",
+        args.output.display(),
+        render.width,
+        render.height,
+        options.iterations,
+        setup.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
