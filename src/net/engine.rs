@@ -109,6 +109,30 @@ impl<'g> Engine<'g> {
                 ),
             });
         }
+        // Allocation failures (out of memory) surface through the error scope as a typed error.
+        let (height, width) = (tape.spec.height, tape.spec.width);
+        let during = format!("allocating {} MiB for {width}x{height}", memory.total() >> 20);
+        match gpu.scoped(&during, || Self::build(gpu, library, weights, tape, profile)) {
+            Ok(built) => built,
+            Err(Error::Gpu { message, .. }) => Err(Error::ImageSize {
+                height,
+                width,
+                message: format!(
+                    "the adapter could not allocate the {} MiB this size needs ({message}); use a smaller size",
+                    memory.total() >> 20
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn build(
+        gpu: &'g Gpu,
+        library: &KernelLibrary,
+        weights: &Vgg19Weights,
+        tape: Tape,
+        profile: KernelProfile,
+    ) -> Result<Engine<'g>> {
         let (of_tensor, lens) = tape.buffer_plan();
         let buffers: Vec<wgpu::Buffer> = lens
             .iter()
