@@ -224,10 +224,19 @@ pub fn check_output(path: &Path, inputs: &[&Path]) -> Result<ImageFormat> {
     if path.is_dir() {
         return Err(err("is a directory; give a file name such as out.png".into()));
     }
-    let probe = temporary_path(path);
-    std::fs::File::create(&probe).map_err(|e| err(format!("cannot write there ({e}); choose a writable directory")))?;
-    let _ = std::fs::remove_file(&probe);
+    check_writable(path)?;
     Ok(format)
+}
+
+/// Checks that a file can be created at `path` by creating and removing a temporary file beside it.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let probe = temporary_path(path);
+    std::fs::File::create(&probe).map_err(|e| Error::Output {
+        path: path.display().to_string(),
+        message: format!("cannot write there ({e}); choose a writable directory"),
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 fn temporary_path(path: &Path) -> PathBuf {
@@ -244,6 +253,11 @@ pub fn save_image(img: &RgbImage, path: &Path) -> Result<()> {
     match format {
         ImageFormat::Jpeg => {
             let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
+            img.write_with_encoder(encoder).map_err(|e| err(format!("encoding failed ({e})")))?;
+        }
+        ImageFormat::Png => {
+            use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+            let encoder = PngEncoder::new_with_quality(&mut bytes, CompressionType::Best, FilterType::Adaptive);
             img.write_with_encoder(encoder).map_err(|e| err(format!("encoding failed ({e})")))?;
         }
         _ => img.write_to(&mut bytes, format).map_err(|e| err(format!("encoding failed ({e})")))?,

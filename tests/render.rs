@@ -153,8 +153,8 @@ fn bad_with_env(
     needles: &[&str],
 ) -> String {
     let dir = scratch(name);
-    let out = dir.join("out.png");
-    let mut args = vec!["render", content, style, "-o", out.to_str().unwrap()];
+    let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
+    let mut args = vec!["render", content, style, "-o", out.to_str().unwrap(), "--log", log.to_str().unwrap()];
     for (flag, value) in [("--size", "32"), ("--iterations", "2")] {
         if !extra.contains(&flag) {
             args.extend([flag, value]);
@@ -210,7 +210,7 @@ fn a_size_too_large_for_the_adapter_is_refused_before_allocating() {
 }
 
 #[test]
-fn an_unwritable_output_path_is_refused_before_any_work() {
+fn an_unwritable_output_or_log_path_is_refused_before_any_work() {
     let run = nst(&["render", CONTENT, STYLE, "-o", "/no/such/dir/out.png"], &[]);
     fails_with(&run, 1, &["/no/such/dir/out.png", "cannot write there"]);
     let dir = scratch("unwritable");
@@ -218,6 +218,10 @@ fn an_unwritable_output_path_is_refused_before_any_work() {
     fails_with(&run, 1, &["end the name with .png"]);
     let run = nst(&["render", CONTENT, STYLE, "-o", dir.join("out.xyz").to_str().unwrap()], &[]);
     fails_with(&run, 1, &["unknown output format"]);
+    let out = dir.join("out.png");
+    let run = nst(&["render", CONTENT, STYLE, "-o", out.to_str().unwrap(), "--log", "/no/such/dir/log.jsonl"], &[]);
+    fails_with(&run, 1, &["/no/such/dir/log.jsonl", "cannot write there"]);
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "nothing written");
 }
 
 #[test]
@@ -312,4 +316,67 @@ fn ctrl_c_writes_the_current_image_and_exits_cleanly() {
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted after"), "{stderr}");
     assert_eq!(image::open(&out).unwrap().width(), 32);
+}
+
+/// A JPEG of `img` with an EXIF APP1 segment whose orientation tag is `orientation`.
+fn jpeg_with_orientation(img: &image::RgbImage, orientation: u16) -> Vec<u8> {
+    let mut jpeg = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+    // TIFF header (little-endian), one IFD entry: tag 0x0112 (orientation), SHORT, count 1.
+    let mut tiff = b"II*\0\x08\0\0\0".to_vec();
+    tiff.extend(1u16.to_le_bytes());
+    tiff.extend(0x0112u16.to_le_bytes());
+    tiff.extend(3u16.to_le_bytes());
+    tiff.extend(1u32.to_le_bytes());
+    tiff.extend(orientation.to_le_bytes());
+    tiff.extend([0, 0]);
+    tiff.extend(0u32.to_le_bytes());
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend(tiff);
+    let mut out = jpeg[..2].to_vec(); // SOI
+    out.extend([0xff, 0xe1]);
+    out.extend(((app1.len() + 2) as u16).to_be_bytes());
+    out.extend(app1);
+    out.extend(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn loading_an_image_applies_its_exif_orientation() {
+    let dir = scratch("exif");
+    // Left half red, right half blue, 40x20.
+    let img =
+        image::RgbImage::from_fn(40, 20, |x, _| if x < 20 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
+    let path = dir.join("rotated.jpg");
+    std::fs::write(&path, jpeg_with_orientation(&img, 6)).unwrap();
+    let loaded = nst::render::load_image(&path).unwrap();
+    // Orientation 6: rotate 90 degrees clockwise to display, so the left half becomes the top.
+    assert_eq!(loaded.dimensions(), (20, 40));
+    let (top, bottom) = (loaded.get_pixel(10, 5), loaded.get_pixel(10, 35));
+    assert!(top[0] > 200 && top[2] < 60, "top should be red: {top:?}");
+    assert!(bottom[2] > 200 && bottom[0] < 60, "bottom should be blue: {bottom:?}");
+    // Without the tag the same pixels load as they are stored.
+    std::fs::write(&path, jpeg_with_orientation(&img, 1)).unwrap();
+    assert_eq!(nst::render::load_image(&path).unwrap().dimensions(), (40, 20));
+}
+
+#[test]
+fn grayscale_rgba_and_16_bit_images_load_as_8_bit_rgb() {
+    let dir = scratch("formats");
+    let gray = image::GrayImage::from_fn(3, 2, |x, y| image::Luma([(x * 50 + y * 100) as u8]));
+    gray.save(dir.join("gray.png")).unwrap();
+    let loaded = nst::render::load_image(&dir.join("gray.png")).unwrap();
+    assert_eq!(loaded.get_pixel(2, 1).0, [200, 200, 200]);
+
+    let rgba = image::RgbaImage::from_fn(3, 2, |x, _| image::Rgba([10 * x as u8, 20, 30, 0]));
+    rgba.save(dir.join("rgba.png")).unwrap();
+    let loaded = nst::render::load_image(&dir.join("rgba.png")).unwrap();
+    assert_eq!(loaded.get_pixel(2, 0).0, [20, 20, 30], "alpha is dropped, colour kept");
+
+    let deep = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_fn(3, 2, |x, _| {
+        image::Rgb([65535, 257 * 128, 257 * x as u16])
+    });
+    image::DynamicImage::ImageRgb16(deep).save(dir.join("deep.png")).unwrap();
+    let loaded = nst::render::load_image(&dir.join("deep.png")).unwrap();
+    assert_eq!(loaded.get_pixel(2, 0).0, [255, 128, 2]);
 }

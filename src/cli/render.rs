@@ -163,15 +163,15 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
     let options = args.options()?;
     let content = render::load_image(&args.content)?;
     let style = render::load_image(&args.style)?;
-    let mut log = match &args.log {
-        Some(path) => {
-            Some(std::fs::File::create(path).map(std::io::BufWriter::new).map_err(|e| nst::Error::Output {
-                path: path.display().to_string(),
-                message: format!("cannot create the log ({e}); choose a writable path"),
-            })?)
+    if let Some(log) = &args.log {
+        if log.is_dir() {
+            let message = "is a directory; give a file name such as render.jsonl".to_string();
+            return Err(nst::Error::Output { path: log.display().to_string(), message }.into());
         }
-        None => None,
-    };
+        render::check_writable(log)?;
+    }
+    // The log is created at the first iteration, so that a failed start leaves no file.
+    let mut log: Option<std::io::BufWriter<std::fs::File>> = None;
 
     let gpu = Gpu::new(gpu_options)?;
     let library = KernelLibrary::new(&gpu)?;
@@ -243,12 +243,17 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
             }
         };
         let elapsed = progress.elapsed();
-        if let Some(log) = &mut log {
-            let line = json_line(t, elapsed, &losses);
-            writeln!(log, "{line}").and_then(|_| log.flush()).map_err(|e| nst::Error::Output {
-                path: args.log.as_ref().unwrap().display().to_string(),
+        if let Some(path) = &args.log {
+            let log_error = |e: std::io::Error| nst::Error::Output {
+                path: path.display().to_string(),
                 message: format!("cannot write the log ({e})"),
-            })?;
+            };
+            if log.is_none() {
+                log = Some(std::io::BufWriter::new(std::fs::File::create(path).map_err(log_error)?));
+            }
+            let file = log.as_mut().expect("created above");
+            let line = json_line(t, elapsed, &losses);
+            writeln!(file, "{line}").and_then(|_| file.flush()).map_err(log_error)?;
         }
         progress.update(t, &losses);
         if args.save_every.is_some_and(|n| t % n == 0 && t < options.iterations) {
