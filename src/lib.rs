@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod color;
 pub mod error;
 pub mod gpu;
 pub mod net;

@@ -13,14 +13,14 @@ use nst::net::{LossSpec, Pooling, Tape, Vgg19Weights};
 struct Cli {
     /// Use the adapter whose name contains NAME (case-insensitive). Default: NST_ADAPTER, else the
     /// best adapter found (a discrete GPU before an integrated one before a software one).
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME", help_heading = "Device")]
     adapter: Option<String>,
     /// Restrict the search to one backend: vulkan, metal, dx12 or gl. Default: NST_BACKEND, else all.
-    #[arg(long, global = true, value_name = "BACKEND")]
+    #[arg(long, global = true, value_name = "BACKEND", help_heading = "Device")]
     backend: Option<String>,
     /// A VGG19 weight file (nst's safetensors format, quantised or full precision) instead of the
     /// weights built into the binary.
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = "Device")]
     weights: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Render CONTENT in the style of STYLE into OUTPUT: Adam on VGG19's content and style
+    /// Render CONTENT in the style of STYLE (or a blend of several) into OUTPUT: Adam on VGG19's content and style
     /// losses, on the GPU. Exit codes: 0 done, 1 error, 2 bad arguments, 3 the loss stopped being
     /// finite (the last good image is written), 130 interrupted (the current image is written).
     Render(Box<cli::render::RenderArgs>),

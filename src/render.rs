@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use image::{ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
+use crate::color::color_match;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelLibrary};
 use crate::net::engine::Engine;
@@ -85,6 +86,13 @@ pub struct RenderOptions {
     pub init: Init,
     pub pooling: Pooling,
     pub seed: u64,
+    /// One weight per style image (normalised to sum 1); empty: equal weights.
+    pub style_blend: Vec<f64>,
+    /// Each style image is resized to this times the render's long edge before its Gram matrices
+    /// are taken: below 1 finer strokes, above 1 larger ones.
+    pub style_scale: f64,
+    /// Recolour each style image to the content's channel means and covariance first.
+    pub color_match: bool,
 }
 
 /// Defaults of `nst render` (see the README for how they were chosen).
@@ -111,6 +119,9 @@ impl Default for RenderOptions {
             init: Init::Content,
             pooling: Pooling::Max,
             seed: 0,
+            style_blend: Vec::new(),
+            style_scale: 1.0,
+            color_match: false,
         }
     }
 }
@@ -149,6 +160,9 @@ impl RenderOptions {
                 return bad(name, format!("{w} is not a number between 0 and 1e30"));
             }
         }
+        if !self.style_scale.is_finite() || self.style_scale <= 0.0 || self.style_scale > 16.0 {
+            return bad("--style-scale", format!("{} is not a number above 0 and at most 16", self.style_scale));
+        }
         if self.adam.lr == 0.0 {
             return bad("--lr", "must be greater than 0".into());
         }
@@ -159,6 +173,28 @@ impl RenderOptions {
             crate::net::vgg::layer_position(layer)?;
         }
         Ok(())
+    }
+
+    /// The blend weight of each of `styles` style images, normalised to sum 1.
+    pub fn blend_weights(&self, styles: usize) -> Result<Vec<f64>> {
+        if styles == 0 {
+            return Err(Error::Options("at least one style image is needed".into()));
+        }
+        if self.style_blend.is_empty() {
+            return Ok(vec![1.0 / styles as f64; styles]);
+        }
+        let bad = |m: String| Err(Error::Options(format!("--style-blend: {m}")));
+        if self.style_blend.len() != styles {
+            return bad(format!("{} weights for {styles} style images; give one per style", self.style_blend.len()));
+        }
+        if self.style_blend.iter().any(|w| !w.is_finite() || *w < 0.0) {
+            return bad("weights must be numbers of at least 0".into());
+        }
+        let sum: f64 = self.style_blend.iter().sum();
+        if sum <= 0.0 {
+            return bad("at least one weight must be above 0".into());
+        }
+        Ok(self.style_blend.iter().map(|w| w / sum).collect())
     }
 
     /// The smallest image side the layers of this render need.
@@ -247,32 +283,128 @@ fn temporary_path(path: &Path) -> PathBuf {
 /// Encodes `img` by `path`'s extension into a temporary file beside it, then renames it over
 /// `path`: an interrupted write never leaves a broken image.
 pub fn save_image(img: &RgbImage, path: &Path) -> Result<()> {
+    save_output(&image::DynamicImage::ImageRgb8(img.clone()), path, None)
+}
+
+/// Bits per channel of the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depth {
+    Eight,
+    Sixteen,
+}
+
+/// RGB values on the 0..255 scale to an image of `depth` bits: clamped, then rounded half up
+/// (8 bits, as the GPU's conversion) or scaled by 257 and rounded (16 bits).
+pub fn quantize(pixels: &[[f64; 3]], width: usize, height: usize, depth: Depth) -> image::DynamicImage {
+    let (w, h) = (width as u32, height as u32);
+    match depth {
+        Depth::Eight => {
+            let bytes = pixels.iter().flat_map(|p| p.map(|v| (v.clamp(0.0, 255.0) + 0.5).floor() as u8)).collect();
+            image::DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, bytes).expect("one triple per pixel"))
+        }
+        Depth::Sixteen => {
+            let words = pixels.iter().flat_map(|p| p.map(|v| (v.clamp(0.0, 255.0) * 257.0).round() as u16)).collect();
+            image::DynamicImage::ImageRgb16(image::ImageBuffer::from_raw(w, h, words).expect("one triple per pixel"))
+        }
+    }
+}
+
+/// Reads an image like [`load_image`] and also returns its embedded ICC colour profile, if any.
+pub fn load_image_with_profile(path: &Path) -> Result<(RgbImage, Option<Vec<u8>>)> {
+    let profile = ImageReader::open(path)
+        .ok()
+        .and_then(|r| r.with_guessed_format().ok())
+        .and_then(|r| r.into_decoder().ok())
+        .and_then(|mut d| d.icc_profile().ok().flatten());
+    Ok((load_image(path)?, profile))
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// Inserts an sRGB chunk (rendering intent perceptual) after a PNG's header chunk.
+fn tag_png_srgb(png: &mut Vec<u8>) {
+    // 8-byte signature, then IHDR: 4 length + 4 type + 13 data + 4 CRC.
+    let at = 8 + 25;
+    let mut chunk = vec![0, 0, 0, 1];
+    chunk.extend(b"sRGB\0");
+    let crc = crc32(&chunk[4..]);
+    chunk.extend(crc.to_be_bytes());
+    png.splice(at..at, chunk);
+}
+
+/// Writes `img` like [`save_image`], at its own depth (16 bits only as PNG or TIFF), with the ICC
+/// profile `icc` when given; a PNG without a profile is tagged sRGB.
+pub fn save_output(img: &image::DynamicImage, path: &Path, icc: Option<&[u8]>) -> Result<()> {
+    use image::ImageEncoder;
     let err = |message: String| Error::Output { path: path.display().to_string(), message };
     let format = output_format(path)?;
+    let sixteen = matches!(img, image::DynamicImage::ImageRgb16(_));
+    if sixteen && !matches!(format, ImageFormat::Png | ImageFormat::Tiff) {
+        return Err(err("16-bit output needs a .png or .tiff name".into()));
+    }
     let mut bytes = std::io::Cursor::new(Vec::new());
-    match format {
-        ImageFormat::Jpeg => {
-            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
-            img.write_with_encoder(encoder).map_err(|e| err(format!("encoding failed ({e})")))?;
-        }
+    let (w, h, color) = (img.width(), img.height(), img.color().into());
+    let encoded = match format {
         ImageFormat::Png => {
             use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-            let encoder = PngEncoder::new_with_quality(&mut bytes, CompressionType::Best, FilterType::Adaptive);
-            img.write_with_encoder(encoder).map_err(|e| err(format!("encoding failed ({e})")))?;
+            let mut e = PngEncoder::new_with_quality(&mut bytes, CompressionType::Best, FilterType::Adaptive);
+            if let Some(icc) = icc {
+                let _ = e.set_icc_profile(icc.to_vec());
+            }
+            e.write_image(img.as_bytes(), w, h, color)
         }
-        _ => img.write_to(&mut bytes, format).map_err(|e| err(format!("encoding failed ({e})")))?,
+        ImageFormat::Jpeg => {
+            let mut e = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
+            if let Some(icc) = icc {
+                let _ = e.set_icc_profile(icc.to_vec());
+            }
+            e.write_image(img.as_bytes(), w, h, color)
+        }
+        ImageFormat::Tiff => {
+            let mut e = image::codecs::tiff::TiffEncoder::new(&mut bytes);
+            if let Some(icc) = icc {
+                let _ = e.set_icc_profile(icc.to_vec());
+            }
+            e.write_image(img.as_bytes(), w, h, color)
+        }
+        ImageFormat::WebP => {
+            let mut e = image::codecs::webp::WebPEncoder::new_lossless(&mut bytes);
+            if let Some(icc) = icc {
+                let _ = e.set_icc_profile(icc.to_vec());
+            }
+            e.write_image(img.as_bytes(), w, h, color)
+        }
+        _ => img.write_to(&mut bytes, format),
+    };
+    encoded.map_err(|e| err(format!("encoding failed ({e})")))?;
+    let mut bytes = bytes.into_inner();
+    if format == ImageFormat::Png && icc.is_none() {
+        tag_png_srgb(&mut bytes);
     }
+    write_atomically(path, &bytes)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let temporary = temporary_path(path);
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(bytes.get_ref())?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&temporary, path)
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&temporary);
-        err(format!("cannot write it ({e})"))
+        Error::Output { path: path.display().to_string(), message: format!("cannot write it ({e})") }
     })
 }
 
@@ -316,6 +448,8 @@ pub struct Render<'g> {
     steps: u32,
     pub width: usize,
     pub height: usize,
+    /// The content image at the render size.
+    content: RgbImage,
 }
 
 /// A non-finite loss, with the iteration it appeared at (1-based); the render's image is the last
@@ -328,20 +462,24 @@ pub struct Diverged {
 
 impl<'g> Render<'g> {
     /// Builds the engine for `options.size` of `content`, computes the style targets from
-    /// `style` (resized so that its long edge equals the render's, keeping its aspect ratio) and
-    /// the content targets, and sets the starting image. Sizes are checked against the layers
-    /// and the adapter before anything large is allocated.
+    /// `styles` (each resized so that its long edge is `style_scale` times the render's, keeping
+    /// its aspect ratio; with `color_match`, recoloured to the content's colour statistics first;
+    /// blended by `style_blend`) and the content targets, and sets the starting image. Sizes are
+    /// checked against the layers and the adapter before anything large is allocated.
     pub fn new(
         gpu: &'g Gpu,
         library: &KernelLibrary,
         weights: &Vgg19Weights,
         content: &RgbImage,
-        style: &RgbImage,
+        styles: &[RgbImage],
         options: &RenderOptions,
     ) -> Result<Render<'g>> {
         options.validate()?;
+        let blend = options.blend_weights(styles.len())?;
         let need = options.min_side()?;
-        for (what, img) in [("content", content), ("style", style)] {
+        let named = std::iter::once(("content".to_string(), content))
+            .chain(styles.iter().enumerate().map(|(i, s)| (format!("style {}", i + 1), s)));
+        for (what, img) in named {
             if (img.width() as usize) < need || (img.height() as usize) < need {
                 return Err(Error::ImageSize {
                     height: img.height() as usize,
@@ -352,23 +490,26 @@ impl<'g> Render<'g> {
         }
         let (width, height) = options.size.of(content.width() as usize, content.height() as usize);
         let tape = Tape::build(&options.loss_spec(width, height))?;
-        let style_size = Size::LongEdge(width.max(height));
-        let (sw, sh) = style_size.of(style.width() as usize, style.height() as usize);
-
-        // Style targets from an engine of the style image's size, without gradients; dropped
-        // before the render's engine exists.
+        let content_img = resize(content, width, height);
         let style_grams = if options.style_layers.is_empty() {
             Vec::new()
         } else {
-            let spec = LossSpec { content: Vec::new(), tv: 0.0, ..options.loss_spec(sw, sh) };
-            let style_engine = Engine::new(gpu, library, weights, Tape::build(&spec)?.without_backward())?;
-            style_engine.set_image_rgba(&packed(&resize(style, sw, sh)))?;
-            style_engine.forward()?;
-            style_engine.loss_sources(LossKind::Style)?
+            let mut blended: Vec<Vec<f64>> = Vec::new();
+            for (style, &weight) in styles.iter().zip(&blend) {
+                let style = if options.color_match { color_match(style, &content_img) } else { style.clone() };
+                let grams = style_grams(gpu, library, weights, &style, width.max(height), options)?;
+                blended.resize_with(grams.len(), Vec::new);
+                for (acc, gram) in blended.iter_mut().zip(grams) {
+                    acc.resize(gram.len(), 0.0);
+                    for (a, g) in acc.iter_mut().zip(gram) {
+                        *a += weight * g as f64;
+                    }
+                }
+            }
+            blended.into_iter().map(|g| g.into_iter().map(|v| v as f32).collect()).collect()
         };
 
         let engine = Engine::new(gpu, library, weights, tape)?;
-        let content_img = resize(content, width, height);
         engine.set_image_rgba(&packed(&content_img))?;
         engine.forward()?;
         engine.capture_targets(LossKind::Content)?;
@@ -384,7 +525,15 @@ impl<'g> Render<'g> {
             }
             Init::Image(img) => engine.set_image_rgba(&packed(&resize(img, width, height)))?,
         }
-        Ok(Render { engine, adam: options.adam, bounds: network_bounds(), steps: 0, width, height })
+        Ok(Render {
+            engine,
+            adam: options.adam,
+            bounds: network_bounds(),
+            steps: 0,
+            width,
+            height,
+            content: content_img,
+        })
     }
 
     /// The engine (its tape, memory, kernel profile).
@@ -446,10 +595,56 @@ impl<'g> Render<'g> {
         Ok(RgbImage::from_raw(self.width as u32, self.height as u32, bytes).expect("one RGB triple per pixel"))
     }
 
+    /// The content image at the render size.
+    pub fn content(&self) -> &RgbImage {
+        &self.content
+    }
+
+    /// The current image as RGB values on the 0..255 scale, unclamped and unrounded: for 16-bit
+    /// output and colour preservation.
+    pub fn image_rgb(&self) -> Result<Vec<[f64; 3]>> {
+        let net = self.engine.read(self.engine.tape.image)?;
+        let [mr, mg, mb] = crate::ops::image::VGG_MEAN_RGB.map(f64::from);
+        Ok(net.chunks_exact(4).map(|p| [p[2] as f64 + mr, p[1] as f64 + mg, p[0] as f64 + mb]).collect())
+    }
+
+    /// The current targets of the `kind` losses (content features or blended style Gram matrices).
+    pub fn targets(&self, kind: LossKind) -> Result<Vec<Vec<f32>>> {
+        self.engine.targets(kind)
+    }
+
     /// Fills the image with NaN (for tests of the divergence path; see `NST_INJECT_NAN_AT`).
     pub fn poison_image(&self) {
         self.engine.poison_image();
     }
+}
+
+/// The Gram matrices of `style`'s style layers, from an engine of the style image's own size
+/// (long edge `style_scale * render_edge`, aspect kept) without gradients, dropped afterwards.
+fn style_grams(
+    gpu: &Gpu,
+    library: &KernelLibrary,
+    weights: &Vgg19Weights,
+    style: &RgbImage,
+    render_edge: usize,
+    options: &RenderOptions,
+) -> Result<Vec<Vec<f32>>> {
+    let edge = ((render_edge as f64 * options.style_scale).round() as usize).max(1);
+    let (sw, sh) = Size::LongEdge(edge).of(style.width() as usize, style.height() as usize);
+    let scaled = |e: Error| match e {
+        Error::ImageSize { height, width, message } if options.style_scale != 1.0 => Error::ImageSize {
+            height,
+            width,
+            message: format!("{message} (a style image at --style-scale {})", options.style_scale),
+        },
+        e => e,
+    };
+    let spec = LossSpec { content: Vec::new(), tv: 0.0, ..options.loss_spec(sw, sh) };
+    let engine =
+        Engine::new(gpu, library, weights, Tape::build(&spec).map_err(scaled)?.without_backward()).map_err(scaled)?;
+    engine.set_image_rgba(&packed(&resize(style, sw, sh)))?;
+    engine.forward()?;
+    engine.loss_sources(LossKind::Style)
 }
 
 /// SplitMix64: the seeded generator of the noise start.

@@ -380,3 +380,113 @@ fn grayscale_rgba_and_16_bit_images_load_as_8_bit_rgb() {
     let loaded = nst::render::load_image(&dir.join("deep.png")).unwrap();
     assert_eq!(loaded.get_pixel(2, 0).0, [255, 128, 2]);
 }
+
+const SECOND_STYLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/shipwreck.jpg");
+
+/// Renders 32 px for 3 iterations with `extra` into `dir/name`; returns the path.
+fn render_small(dir: &Path, name: &str, content: &str, extra: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    let args =
+        [&["render", content, STYLE, "-o", out.to_str().unwrap(), "--size", "32", "--iterations", "3"], extra].concat();
+    let run = nst(&args, &[]);
+    assert!(run.status.success(), "{}", messages(&run).join("\n"));
+    out
+}
+
+#[test]
+fn preserve_colors_keeps_the_contents_chroma_and_the_results_luma() {
+    let dir = scratch("preserve");
+    let plain = image::open(render_small(&dir, "plain.png", CONTENT, &[])).unwrap().to_rgb8();
+    let kept = image::open(render_small(&dir, "kept.png", CONTENT, &["--preserve-colors"])).unwrap().to_rgb8();
+    let content = nst::render::resize(&nst::render::load_image(Path::new(CONTENT)).unwrap(), 32, 24);
+    let f = |p: &image::Rgb<u8>| p.0.map(f64::from);
+    let (mut checked, mut worst, mut luma_change) = (0usize, 0.0f64, 0.0f64);
+    for ((k, c), p) in kept.pixels().zip(content.pixels()).zip(plain.pixels()) {
+        let ([yk, cbk, crk], [yc, cbc, crc]) = (nst::color::ycbcr(f(k)), nst::color::ycbcr(f(c)));
+        luma_change += (yk - yc).abs();
+        // Where the content's chroma at this luma is a colour inside 0..255 (not clamped),
+        // rounding each channel moves Cb and Cr by at most 0.5, and the luma is the plain
+        // result's up to its rounding and this one's (0.5 each) where that was not clamped either.
+        if nst::color::rgb([yk, cbc, crc]).iter().all(|v| (0.5..=254.5).contains(v)) {
+            checked += 1;
+            worst = worst.max((cbk - cbc).abs()).max((crk - crc).abs());
+            if p.0.iter().all(|&v| v != 0 && v != 255) {
+                assert!((yk - nst::color::ycbcr(f(p))[0]).abs() <= 1.0 + 1e-9, "luma {yk} vs {p:?}");
+            }
+        }
+    }
+    let n = content.pixels().len();
+    assert!(checked * 10 >= n * 9, "only {checked} of {n} pixels unclamped");
+    assert!(worst <= 0.5 + 1e-9, "chroma differs from the content's by {worst}");
+    assert!(luma_change / n as f64 > 1.0, "the luma did not change: the style was not applied");
+}
+
+#[test]
+fn sixteen_bit_output_is_written_as_png_or_tiff_and_refused_as_jpeg() {
+    let dir = scratch("depth");
+    let eight = image::open(render_small(&dir, "eight.png", CONTENT, &[])).unwrap().to_rgb8();
+    for name in ["deep.png", "deep.tiff"] {
+        let deep = image::open(render_small(&dir, name, CONTENT, &["--depth", "16"])).unwrap();
+        assert_eq!(deep.color(), image::ColorType::Rgb16, "{name}");
+        let deep = deep.to_rgb16();
+        for (d, e) in deep.pixels().zip(eight.pixels()) {
+            for c in 0..3 {
+                assert!((d[c] as f64 / 257.0 - e[c] as f64).abs() <= 0.5 + 1e-9, "{name}: {d:?} vs {e:?}");
+            }
+        }
+    }
+    let jpeg = dir.join("deep.jpg");
+    let run = nst(&["render", CONTENT, STYLE, "-o", jpeg.to_str().unwrap(), "--depth", "16"], &[]);
+    fails_with(&run, 1, &["16-bit output needs a .png or .tiff name"]);
+}
+
+#[test]
+fn the_output_keeps_the_contents_colour_profile_or_is_tagged_srgb() {
+    use image::ImageDecoder;
+    let dir = scratch("profile");
+    let profile = b"nst test ICC profile bytes".repeat(8);
+    let content = dir.join("with-profile.png");
+    {
+        use image::ImageEncoder;
+        let img = nst::render::load_image(Path::new(CONTENT)).unwrap();
+        let img = nst::render::resize(&img, 64, 48);
+        let file = std::fs::File::create(&content).unwrap();
+        let mut encoder = image::codecs::png::PngEncoder::new(file);
+        encoder.set_icc_profile(profile.clone()).unwrap();
+        encoder.write_image(img.as_raw(), 64, 48, image::ExtendedColorType::Rgb8).unwrap();
+    }
+    let icc_of = |path: &Path| {
+        let reader = image::ImageReader::open(path).unwrap().with_guessed_format().unwrap();
+        reader.into_decoder().unwrap().icc_profile().unwrap()
+    };
+    let out = render_small(&dir, "kept.png", content.to_str().unwrap(), &[]);
+    assert_eq!(icc_of(&out), Some(profile.clone()));
+    let out = render_small(&dir, "kept16.png", content.to_str().unwrap(), &["--depth", "16"]);
+    assert_eq!(icc_of(&out), Some(profile));
+    let out = render_small(&dir, "srgb.png", CONTENT, &[]);
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[33..42], b"\0\0\0\x01sRGB\0", "an sRGB chunk right after the header");
+    assert_eq!(icc_of(&out), None);
+    assert_eq!(image::open(&out).unwrap().width(), 32, "the tagged file still decodes (its CRC is right)");
+}
+
+#[test]
+fn several_styles_blend_and_a_wrong_number_of_blend_weights_is_refused() {
+    let dir = scratch("blend");
+    let out = dir.join("out.png");
+    let o = out.to_str().unwrap();
+    let common = ["--size", "32", "--iterations", "2"];
+    let run = nst(
+        &[&["render", CONTENT, STYLE, SECOND_STYLE, "-o", o, "--style-blend", "0.7,0.3"], &common[..]].concat(),
+        &[],
+    );
+    assert!(run.status.success(), "{}", messages(&run).join("\n"));
+    assert_eq!(image::open(&out).unwrap().width(), 32);
+    std::fs::remove_file(&out).unwrap();
+    let run =
+        nst(&[&["render", CONTENT, STYLE, SECOND_STYLE, "-o", o, "--style-blend", "0.7"], &common[..]].concat(), &[]);
+    fails_with(&run, 1, &["--style-blend", "1 weights for 2 style images"]);
+    let run = nst(&[&["render", CONTENT, STYLE, "-o", o, "--style-blend", "-1"], &common[..]].concat(), &[]);
+    fails_with(&run, 1, &["--style-blend", "at least 0"]);
+    assert!(!out.exists());
+}

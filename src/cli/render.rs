@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Args;
 use nst::gpu::{Gpu, GpuOptions, KernelLibrary};
 use nst::net::{LossKind, Pooling, Vgg19Weights};
-use nst::render::{self, defaults, Init, Losses, Render, RenderOptions, Size};
+use nst::render::{self, defaults, Depth, Init, Losses, Render, RenderOptions, Size};
 
 use super::progress::Progress;
 
@@ -33,9 +33,9 @@ pub struct RenderArgs {
     /// The photo whose content the picture keeps (any format the image crate reads).
     #[arg(help_heading = "Inputs")]
     pub content: PathBuf,
-    /// The painting whose style the picture takes.
-    #[arg(help_heading = "Inputs")]
-    pub style: PathBuf,
+    /// The painting(s) whose style the picture takes; several are blended (--style-blend).
+    #[arg(help_heading = "Inputs", required = true, num_args = 1..)]
+    pub styles: Vec<PathBuf>,
     /// Where the optimisation starts: content, noise, or an image file.
     #[arg(long, default_value = "content", value_name = "content|noise|PATH", help_heading = "Inputs")]
     pub init: String,
@@ -60,6 +60,23 @@ pub struct RenderArgs {
         help_heading = "Loss"
     )]
     pub style_layers: Vec<String>,
+    /// Blend weights of the style images, comma-separated, one per style (normalised to sum 1).
+    /// Default: equal.
+    #[arg(long, value_delimiter = ',', value_name = "W1,W2,...", allow_hyphen_values = true, help_heading = "Style")]
+    pub style_blend: Vec<f64>,
+    /// Resize each style image to F times the output's long edge before taking its Gram
+    /// matrices: below 1 finer strokes, above 1 larger ones.
+    #[arg(long, default_value_t = 1.0, value_name = "F", allow_hyphen_values = true, help_heading = "Style")]
+    pub style_scale: f64,
+    /// Recolour the style images to the content's channel means and covariance before
+    /// optimising: the strokes stay, the palette is the photo's.
+    #[arg(long, help_heading = "Style")]
+    pub color_match: bool,
+    /// Keep the content's colours: the output takes the result's luma (Y) and the content's
+    /// chroma (Cb, Cr) in full-range YCbCr (BT.601).
+    #[arg(long, help_heading = "Style")]
+    pub preserve_colors: bool,
+
     /// Pooling between VGG19's blocks: max or avg.
     #[arg(long, default_value = "max", value_parser = ["max", "avg"], help_heading = "Loss")]
     pub pooling: String,
@@ -87,6 +104,9 @@ pub struct RenderArgs {
     /// Write one JSON line per iteration to FILE: iteration, seconds, each loss term, total.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub log: Option<PathBuf>,
+    /// Bits per channel of the output: 8, or 16 (PNG or TIFF).
+    #[arg(long, default_value = "8", value_parser = ["8", "16"], help_heading = "Output")]
+    pub depth: String,
     /// Print nothing but errors.
     #[arg(short, long, help_heading = "Output")]
     pub quiet: bool,
@@ -120,8 +140,12 @@ impl RenderArgs {
             init,
             pooling: if self.pooling == "avg" { Pooling::Avg } else { Pooling::Max },
             seed: self.seed,
+            style_blend: self.style_blend.clone(),
+            style_scale: self.style_scale,
+            color_match: self.color_match,
         };
         options.validate()?;
+        options.blend_weights(self.styles.len())?;
         Ok(options)
     }
 
@@ -152,17 +176,34 @@ fn json_line(iteration: u32, seconds: f64, l: &Losses) -> String {
 
 pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Path>) -> Result<(), Failure> {
     // Everything that needs no GPU is checked first, so that a mistake costs nothing.
-    let mut inputs = vec![args.content.as_path(), args.style.as_path()];
+    let mut inputs = vec![args.content.as_path()];
+    inputs.extend(args.styles.iter().map(PathBuf::as_path));
     if !matches!(args.init.as_str(), "content" | "noise") {
         inputs.push(Path::new(&args.init));
     }
     if let Some(log) = &args.log {
         inputs.push(log);
     }
-    render::check_output(&args.output, &inputs)?;
+    let format = render::check_output(&args.output, &inputs)?;
+    let depth = if args.depth == "16" { Depth::Sixteen } else { Depth::Eight };
+    if depth == Depth::Sixteen && !matches!(format, image::ImageFormat::Png | image::ImageFormat::Tiff) {
+        let message = "16-bit output needs a .png or .tiff name".to_string();
+        return Err(nst::Error::Output { path: args.output.display().to_string(), message }.into());
+    }
     let options = args.options()?;
-    let content = render::load_image(&args.content)?;
-    let style = render::load_image(&args.style)?;
+    let (content, profile) = render::load_image_with_profile(&args.content)?;
+    let styles = args.styles.iter().map(|s| render::load_image(s)).collect::<nst::Result<Vec<_>>>()?;
+    // The output keeps the content's colour profile; without one, a PNG is tagged sRGB.
+    let save = |render: &Render, path: &Path| -> nst::Result<()> {
+        if depth == Depth::Eight && !args.preserve_colors {
+            return render::save_output(&image::DynamicImage::ImageRgb8(render.image()?), path, profile.as_deref());
+        }
+        let mut pixels = render.image_rgb()?;
+        if args.preserve_colors {
+            nst::color::preserve_colors(&mut pixels, render.content());
+        }
+        render::save_output(&render::quantize(&pixels, render.width, render.height, depth), path, profile.as_deref())
+    };
     if let Some(log) = &args.log {
         if log.is_dir() {
             let message = "is a directory; give a file name such as render.jsonl".to_string();
@@ -180,7 +221,7 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
         None => Vgg19Weights::embedded()?,
     };
     let setup = std::time::Instant::now();
-    let mut render = Render::new(&gpu, &library, &weights, &content, &style, &options)?;
+    let mut render = Render::new(&gpu, &library, &weights, &content, &styles, &options)?;
     let mut progress = Progress::new(options.iterations, args.quiet);
     progress.say(&format!(
         "nst: {}x{} px, {} iterations on {}; {} MiB of GPU memory; targets ready in {:.1} s",
@@ -210,8 +251,7 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
     for t in 1..=options.iterations {
         if interrupted.load(Ordering::SeqCst) {
             progress.finish_line();
-            let image = render.image()?;
-            render::save_image(&image, &args.output)?;
+            save(&render, &args.output)?;
             return Err(Failure::Interrupted(format!(
                 "interrupted after {} iterations; wrote {}",
                 render.steps(),
@@ -231,8 +271,7 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
                         "the loss of the starting image is not finite; nothing written; {advice}"
                     )));
                 }
-                let image = render.image()?;
-                render::save_image(&image, &args.output)?;
+                save(&render, &args.output)?;
                 return Err(Failure::Diverged(format!(
                     "the loss became NaN or infinite at iteration {}; wrote the last good image (after {} \
                      iterations) to {}; {advice}",
@@ -257,11 +296,10 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
         }
         progress.update(t, &losses);
         if args.save_every.is_some_and(|n| t % n == 0 && t < options.iterations) {
-            render::save_image(&render.image()?, &args.snapshot_path(t))?;
+            save(&render, &args.snapshot_path(t))?;
         }
     }
-    let image = render.image()?;
-    render::save_image(&image, &args.output)?;
+    save(&render, &args.output)?;
     progress.say(&format!(
         "nst: wrote {} ({}x{}, {} iterations, {:.1} s)",
         args.output.display(),

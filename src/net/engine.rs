@@ -346,7 +346,7 @@ impl<'g> Engine<'g> {
 
     /// Writes the image tensor directly, in the network's convention (HWC, BGR minus the mean).
     pub fn set_image(&self, net: &[f32]) -> Result<()> {
-        self.check_pixels(net.len() / 3)?;
+        self.check_pixels(net.len() / crate::ops::image::NETWORK_CHANNELS)?;
         self.gpu.queue.write_buffer(self.buffer(self.tape.image), 0, bytemuck::cast_slice(net));
         Ok(())
     }
@@ -432,6 +432,12 @@ impl<'g> Engine<'g> {
     pub fn loss_sources(&self, kind: LossKind) -> Result<Vec<Vec<f32>>> {
         let terms: Vec<_> = self.tape.losses.iter().filter(|t| t.kind == kind).collect();
         terms.iter().map(|t| self.read(t.source)).collect()
+    }
+
+    /// The targets of the `kind` losses, in the order of [`Tape::losses`].
+    pub fn targets(&self, kind: LossKind) -> Result<Vec<Vec<f32>>> {
+        let terms: Vec<_> = self.tape.losses.iter().filter(|t| t.kind == kind).filter_map(|t| t.target).collect();
+        terms.iter().map(|&t| self.read(t)).collect()
     }
 
     /// Writes the targets of the `kind` losses, in the order of [`Tape::losses`]; each must have
