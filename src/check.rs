@@ -76,7 +76,7 @@ fn wide(v: &[f32]) -> Vec<f64> {
 /// Runs every kernel this adapter has compiled and compares it with its CPU twin.
 pub fn run(gpu: &Gpu, library: &KernelLibrary) -> Result<Vec<Checked>> {
     let mut out = Vec::new();
-    let mut rng = Rng(0x6e73_745f_6368_6b);
+    let mut rng = Rng(0x006e_7374_5f63_686b);
 
     // Convolutions: 7x9 pixels, channel counts that are not tile multiples, ReLU and accumulate.
     let p = Conv3x3Params::new(7, 9, 12, 20).with_relu(true).with_accumulate(true);

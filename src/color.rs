@@ -2,6 +2,9 @@
 //! the content's (`--color-match`), and keeping the content's colours in the result
 //! (`--preserve-colors`).
 
+// 3x3 matrix arithmetic reads best with explicit indices.
+#![allow(clippy::needless_range_loop)]
+
 use image::RgbImage;
 
 /// Channel means and covariance of an RGB image (values 0..255).

@@ -156,7 +156,7 @@ impl RenderOptions {
             ("--tv-weight", self.tv_weight),
             ("--lr", self.adam.lr),
         ] {
-            if !w.is_finite() || w < 0.0 || w > 1e30 {
+            if !(0.0..=1e30).contains(&w) {
                 return bad(name, format!("{w} is not a number between 0 and 1e30"));
             }
         }
