@@ -51,9 +51,19 @@ impl Progress {
         );
         let width = self.total.to_string().len();
         if self.terminal {
-            let filled = (20 * done / self.total.max(1)) as usize;
-            let bar = format!("{}{}", "#".repeat(filled), "-".repeat(20 - filled));
-            eprint!("\r\x1b[2K{done:>width$}/{} [{bar}] {speed} ETA {} {terms}", self.total, duration(eta),);
+            // Short enough for an 80-column terminal: the share of each term instead of its value.
+            let filled = (12 * done / self.total.max(1)) as usize;
+            let bar = format!("{}{}", "#".repeat(filled), "-".repeat(12 - filled));
+            let share = |v: f64| 100.0 * v / losses.total().max(f64::MIN_POSITIVE);
+            eprint!(
+                "\r\x1b[2K{done:>width$}/{} [{bar}] {speed} ETA {} loss {:.3e} c{:.0}% s{:.0}% tv{:.0}%",
+                self.total,
+                duration(eta),
+                losses.total(),
+                share(losses.content),
+                share(losses.style),
+                share(losses.tv),
+            );
             if done == self.total {
                 eprintln!();
             }
