@@ -169,8 +169,10 @@ fn bad_with_env(
 }
 
 #[test]
-fn a_missing_content_file_is_named_with_what_to_check() {
+fn a_missing_content_style_or_start_file_is_named_with_what_to_check() {
     bad("missing", "/no/such/photo.jpg", STYLE, &[], 1, &["/no/such/photo.jpg", "cannot open", "check the path"]);
+    bad("missing-init", CONTENT, STYLE, &["--init", "/no/such/start.png"], 1, &["/no/such/start.png", "cannot open"]);
+    bad("missing-second-style", CONTENT, STYLE, &["/no/such/style2.jpg"], 1, &["/no/such/style2.jpg", "cannot open"]);
 }
 
 #[test]
