@@ -89,7 +89,8 @@ pub struct RenderOptions {
     /// One weight per style image (normalised to sum 1); empty: equal weights.
     pub style_blend: Vec<f64>,
     /// Each style image is resized to this times the render's long edge before its Gram matrices
-    /// are taken: below 1 finer strokes, above 1 larger ones.
+    /// are taken: above 1 its strokes come out larger; below 1 they shrink away and its larger
+    /// forms become the texture.
     pub style_scale: f64,
     /// Recolour each style image to the content's channel means and covariance first.
     pub color_match: bool,

@@ -65,7 +65,8 @@ pub struct RenderArgs {
     #[arg(long, value_delimiter = ',', value_name = "W1,W2,...", allow_hyphen_values = true, help_heading = "Style")]
     pub style_blend: Vec<f64>,
     /// Resize each style image to F times the output's long edge before taking its Gram
-    /// matrices: below 1 finer strokes, above 1 larger ones.
+    /// matrices: above 1 larger strokes; below 1 the strokes shrink away and the painting's
+    /// larger forms become the texture.
     #[arg(long, default_value_t = 1.0, value_name = "F", allow_hyphen_values = true, help_heading = "Style")]
     pub style_scale: f64,
     /// Recolour the style images to the content's channel means and covariance before
