@@ -478,14 +478,18 @@ impl<'g> Render<'g> {
         options.validate()?;
         let blend = options.blend_weights(styles.len())?;
         let need = options.min_side()?;
-        let named = std::iter::once(("content".to_string(), content))
-            .chain(styles.iter().enumerate().map(|(i, s)| (format!("style {}", i + 1), s)));
+        let style_name = |i: usize| match styles.len() {
+            1 => "style image".to_string(),
+            _ => format!("style image {}", i + 1),
+        };
+        let named = std::iter::once(("content image".to_string(), content))
+            .chain(styles.iter().enumerate().map(|(i, s)| (style_name(i), s)));
         for (what, img) in named {
             if (img.width() as usize) < need || (img.height() as usize) < need {
                 return Err(Error::ImageSize {
                     height: img.height() as usize,
                     width: img.width() as usize,
-                    message: format!("the {what} image is smaller than the {need}x{need} pixels its layers need"),
+                    message: format!("the {what} is smaller than the {need}x{need} pixels its layers need"),
                 });
             }
         }

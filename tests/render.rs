@@ -202,6 +202,14 @@ fn an_image_smaller_than_the_layers_need_is_refused() {
     write_png(&path, 12, 40);
     bad("tiny", path.to_str().unwrap(), STYLE, &[], 1, &["content image is smaller than the 16x16"]);
     bad("tiny-style", CONTENT, path.to_str().unwrap(), &[], 1, &["style image is smaller than the 16x16"]);
+    bad(
+        "tiny-second-style",
+        CONTENT,
+        STYLE,
+        &[path.to_str().unwrap()],
+        1,
+        &["style image 2 is smaller than the 16x16"],
+    );
     // A size that leaves the render itself too small.
     bad("tiny-size", CONTENT, STYLE, &["--size", "12"], 1, &["needs at least 16x16"]);
 }
