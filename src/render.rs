@@ -495,6 +495,8 @@ impl<'g> Render<'g> {
         }
         let (width, height) = options.size.of(content.width() as usize, content.height() as usize);
         let tape = Tape::build(&options.loss_spec(width, height))?;
+        // Before resizing anything to a size the adapter cannot take.
+        Engine::check_fits(gpu, library, &tape)?;
         let content_img = resize(content, width, height);
         let style_grams = if options.style_layers.is_empty() {
             Vec::new()

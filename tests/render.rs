@@ -216,7 +216,10 @@ fn an_image_smaller_than_the_layers_need_is_refused() {
 
 #[test]
 fn a_size_too_large_for_the_adapter_is_refused_before_allocating() {
+    // Refused before anything is allocated or resized to that size: in moments, not minutes.
+    let start = std::time::Instant::now();
     bad("huge", CONTENT, STYLE, &["--size", "40000"], 1, &["use a smaller size"]);
+    assert!(start.elapsed().as_secs() < 30, "took {:?}: the refusal came late", start.elapsed());
 }
 
 #[test]

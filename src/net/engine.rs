@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::tape::{BackOp, KernelProfile, LossKind, Op, Tape, TensorId};
+use super::tape::{BackOp, KernelProfile, LossKind, MemoryReport, Op, Tape, TensorId};
 use super::vgg::CONVS;
 use super::weights::Vgg19Weights;
 use crate::error::{Error, Result};
@@ -96,19 +96,7 @@ impl<'g> Engine<'g> {
     /// whose largest buffer exceeds the adapter's storage binding limit.
     pub fn new(gpu: &'g Gpu, library: &KernelLibrary, weights: &Vgg19Weights, tape: Tape) -> Result<Engine<'g>> {
         let profile = kernel_profile(gpu, library);
-        let memory = tape.memory_on(&profile);
-        let limit = gpu.limits.max_storage_buffer_binding_size;
-        if memory.largest_buffer > limit {
-            return Err(Error::ImageSize {
-                height: tape.spec.height,
-                width: tape.spec.width,
-                message: format!(
-                    "needs a buffer of {} MiB, over this adapter's {} MiB per binding; use a smaller size",
-                    memory.largest_buffer >> 20,
-                    limit >> 20
-                ),
-            });
-        }
+        let memory = Self::check_fits(gpu, library, &tape)?;
         // Allocation failures (out of memory) surface through the error scope as a typed error.
         let (height, width) = (tape.spec.height, tape.spec.width);
         let during = format!("allocating {} MiB for {width}x{height}", memory.total() >> 20);
@@ -320,6 +308,25 @@ impl<'g> Engine<'g> {
             profile,
             allocated,
         })
+    }
+
+    /// Refuses, before anything is allocated (or any image resized to it), a tape whose largest
+    /// buffer exceeds the adapter's storage binding limit; returns its memory report.
+    pub fn check_fits(gpu: &Gpu, library: &KernelLibrary, tape: &Tape) -> Result<MemoryReport> {
+        let memory = tape.memory_on(&kernel_profile(gpu, library));
+        let limit = gpu.limits.max_storage_buffer_binding_size;
+        if memory.largest_buffer > limit {
+            return Err(Error::ImageSize {
+                height: tape.spec.height,
+                width: tape.spec.width,
+                message: format!(
+                    "needs a buffer of {} MiB, over this adapter's {} MiB per binding; use a smaller size",
+                    memory.largest_buffer >> 20,
+                    limit >> 20
+                ),
+            });
+        }
+        Ok(memory)
     }
 
     /// The conv kernels this engine runs.
