@@ -554,8 +554,8 @@ impl<'g> Render<'g> {
     }
 
     /// One iteration: the losses of the current image, then one Adam step. When the losses are
-    /// not finite, the image goes back to the last one whose losses were, no step is counted,
-    /// and the result is `Ok(Err(Diverged))`.
+    /// not finite, the image goes back to the last one whose losses were (the step count with
+    /// it), and the result is `Ok(Err(Diverged))`; Adam's moments are spoilt, so the render ends.
     pub fn step(&mut self) -> Result<std::result::Result<Losses, Diverged>> {
         let t = self.steps + 1;
         let len = self.engine.tape.tensors[self.engine.tape.image].len;
