@@ -109,16 +109,7 @@ impl Bench<'_> {
             (self.buffer(p.input_len()), self.buffer(p.bias_len()), self.buffer(p.output_len()));
         let resources =
             [Resource::Texture(&wt), Resource::Buffer(&bias), Resource::Texture(&it), Resource::Buffer(&output)];
-        let (step, name) = match fast::tile_for(p) {
-            Some(32) => (
-                Step::bind::<fast::Forward32Tex>(self.gpu, self.library, p, &resources)?,
-                fast::Forward32Tex::ENTRY.name(),
-            ),
-            _ => (
-                Step::bind::<fast::Forward4Tex>(self.gpu, self.library, p, &resources)?,
-                fast::Forward4Tex::ENTRY.name(),
-            ),
-        };
+        let (step, name) = fast::bind_textured(self.gpu, self.library, p, &resources)?;
         let copy = Command::CopyToTexture { buffer: input, texture: it };
         self.run(family, &name, shape, Work::Flops(p.flops()), vec![copy, Command::Dispatch(step)])
     }

@@ -287,8 +287,9 @@ fn fast_conv(
         _ => run_once::<conv3x3_subgroup::Forward4>(gpu, library, p, &inputs)?,
     };
     out.push((format!("conv3x3_subgroup_co{tile}"), f(&got[0])));
-    let textures = library.has::<conv3x3_subgroup::Forward32Tex>() && library.has::<conv3x3_subgroup::Forward4Tex>();
-    if textures && conv3x3_subgroup::textures_fit(p, gpu.limits.max_texture_dimension_2d) {
+    if conv3x3_subgroup::texture_kernels_built(library)
+        && conv3x3_subgroup::textures_fit(p, gpu.limits.max_texture_dimension_2d)
+    {
         let wt = conv3x3_subgroup::create_texture(gpu, "check weights", conv3x3_subgroup::weights_texture_size(p));
         conv3x3_subgroup::write_texture(gpu, &wt, weights);
         let it = conv3x3_subgroup::create_texture(gpu, "check input", conv3x3_subgroup::input_texture_size(p));
@@ -297,10 +298,7 @@ fn fast_conv(
         let result = gpu.buffer_from("check output", b(initial));
         let resources =
             [Resource::Texture(&wt), Resource::Buffer(&bias), Resource::Texture(&it), Resource::Buffer(&result)];
-        let step = match tile {
-            32 => Step::bind::<conv3x3_subgroup::Forward32Tex>(gpu, library, p, &resources)?,
-            _ => Step::bind::<conv3x3_subgroup::Forward4Tex>(gpu, library, p, &resources)?,
-        };
+        let (step, _) = conv3x3_subgroup::bind_textured(gpu, library, p, &resources)?;
         let copy = Command::CopyToTexture { buffer: input_buffer, texture: it };
         submit_commands(gpu, "check texture conv", &[&copy, &Command::Dispatch(step)])?;
         out.push((format!("conv3x3_subgroup_tex_co{tile}"), f(&gpu.read_buffers(&[&result])?[0])));

@@ -281,12 +281,6 @@ fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.nst-{}.tmp", std::process::id()))
 }
 
-/// Encodes `img` by `path`'s extension into a temporary file beside it, then renames it over
-/// `path`: an interrupted write never leaves a broken image.
-pub fn save_image(img: &RgbImage, path: &Path) -> Result<()> {
-    save_output(&image::DynamicImage::ImageRgb8(img.clone()), path, None)
-}
-
 /// Bits per channel of the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Depth {
@@ -342,8 +336,9 @@ fn tag_png_srgb(png: &mut Vec<u8>) {
     png.splice(at..at, chunk);
 }
 
-/// Writes `img` like [`save_image`], at its own depth (16 bits only as PNG or TIFF), with the ICC
-/// profile `icc` when given; a PNG without a profile is tagged sRGB.
+/// Encodes `img` by `path`'s extension at its own depth (16 bits only as PNG or TIFF), with the
+/// ICC profile `icc` when given (a PNG without one is tagged sRGB), into a temporary file beside
+/// `path`, then renames it over `path`: an interrupted write never leaves a broken image.
 pub fn save_output(img: &image::DynamicImage, path: &Path, icc: Option<&[u8]>) -> Result<()> {
     use image::ImageEncoder;
     let err = |message: String| Error::Output { path: path.display().to_string(), message };

@@ -533,8 +533,7 @@ fn fast_conv_available() -> bool {
     let (gpu, lib) = common::gpu().unwrap();
     let built = lib.has::<conv3x3_subgroup::Forward32>()
         && lib.has::<conv3x3_subgroup::Forward4>()
-        && lib.has::<conv3x3_subgroup::Forward32Tex>()
-        && lib.has::<conv3x3_subgroup::Forward4Tex>();
+        && conv3x3_subgroup::texture_kernels_built(lib);
     assert_eq!(
         built,
         gpu.subgroup_size.is_some(),
@@ -567,12 +566,8 @@ fn run_fast_conv_texture(p: &Conv3x3Params, weights: &[f32], bias: &[f32], input
     let bias = gpu.buffer_from("bias", bytes(bias));
     let out = gpu.buffer_from("output", bytes(initial));
     let resources = [Resource::Texture(&wt), Resource::Buffer(&bias), Resource::Texture(&it), Resource::Buffer(&out)];
-    let step = match conv3x3_subgroup::tile_for(p) {
-        Some(32) => Step::bind::<conv3x3_subgroup::Forward32Tex>(gpu, lib, p, &resources),
-        Some(4) => Step::bind::<conv3x3_subgroup::Forward4Tex>(gpu, lib, p, &resources),
-        _ => panic!("shape {p:?} does not suit the fast conv"),
-    }
-    .unwrap();
+    assert!(conv3x3_subgroup::tile_for(p).is_some(), "shape {p:?} does not suit the fast conv");
+    let (step, _) = conv3x3_subgroup::bind_textured(gpu, lib, p, &resources).unwrap();
     // The input reaches its texture by a copy in the same encoder, as in an iteration.
     let copy = Command::CopyToTexture { buffer: input_buffer, texture: it };
     submit_commands(gpu, "texture conv", &[&copy, &Command::Dispatch(step)]).unwrap();

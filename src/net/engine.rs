@@ -18,7 +18,7 @@ use crate::ops::{avgpool2, conv3x3, conv3x3_subgroup, gram, maxpool2, reduce, re
 /// (unless `NST_NO_TEXTURES` is set), else storage.
 pub fn kernel_profile(gpu: &Gpu, library: &KernelLibrary) -> KernelProfile {
     let no_textures = std::env::var("NST_NO_TEXTURES").is_ok_and(|v| !v.is_empty() && v != "0");
-    let textures = library.has::<conv3x3_subgroup::Forward32Tex>() && library.has::<conv3x3_subgroup::Forward4Tex>();
+    let textures = conv3x3_subgroup::texture_kernels_built(library);
     KernelProfile {
         texture_conv: (textures && !no_textures).then_some(gpu.limits.max_texture_dimension_2d),
         pointwise_gram: library.has::<conv3x3_subgroup::Pointwise32>() && library.has::<gram::Symmetrize>(),
@@ -53,10 +53,7 @@ fn conv_pass(
         });
         let resources =
             [Resource::Texture(&wt), Resource::Buffer(bias), Resource::Texture(it), Resource::Buffer(output)];
-        let step = match conv3x3_subgroup::tile_for(params) {
-            Some(32) => Step::bind::<conv3x3_subgroup::Forward32Tex>(gpu, library, params, &resources)?,
-            _ => Step::bind::<conv3x3_subgroup::Forward4Tex>(gpu, library, params, &resources)?,
-        };
+        let (step, _) = conv3x3_subgroup::bind_textured(gpu, library, params, &resources)?;
         let copy = Command::CopyToTexture { buffer: input.clone(), texture: it.clone() };
         return Ok(vec![copy, Command::Dispatch(step)]);
     }
@@ -79,9 +76,10 @@ pub struct Engine<'g> {
     buffers: Vec<wgpu::Buffer>,
     losses: wgpu::Buffer,
     rgba: wgpu::Buffer,
-    /// Two copies of the image taken before Adam steps, alternately: the last image whose loss
-    /// was finite survives a step that produces NaN.
-    backups: [wgpu::Buffer; 2],
+    /// Copies of the image into two backups, taken before Adam steps alternately (the last image
+    /// whose loss was finite survives a step that produces NaN), and back; recorded once.
+    backup: [Command; 2],
+    restore: [Command; 2],
     forward: Vec<Command>,
     backward: Vec<Command>,
     to_network: Step,
@@ -272,6 +270,9 @@ impl<'g> Engine<'g> {
         let image_len = tape.tensors[tape.image].len;
         let backups = [0, 1].map(|i| gpu.buffer_zeroed(&format!("image backup {i}"), 4 * image_len as u64));
         allocated += backups.iter().map(|b| b.size()).sum::<u64>();
+        let image = buf(tape.image);
+        let backup = backups.clone().map(|to| Command::CopyBuffer { from: image.clone(), to });
+        let restore = backups.map(|from| Command::CopyBuffer { from, to: image.clone() });
         let m = gpu.buffer_zeroed("adam m", 4 * image_len as u64);
         let v = gpu.buffer_zeroed("adam v", 4 * image_len as u64);
         // The image gradient exists when any loss reaches the image; otherwise Adam reads a zero buffer.
@@ -299,7 +300,8 @@ impl<'g> Engine<'g> {
             buffers,
             losses,
             rgba,
-            backups,
+            backup,
+            restore,
             forward,
             backward,
             to_network,
@@ -414,17 +416,15 @@ impl<'g> Engine<'g> {
     /// losses are not finite, the other slot holds the last image whose losses were.
     pub fn iterate_with_backup(&self, adam: &AdamParams, slot: usize) -> Result<Vec<f32>> {
         self.set_adam(adam);
-        let backup = Command::CopyBuffer { from: self.buffer(self.tape.image).clone(), to: self.backups[slot].clone() };
-        let commands: Vec<&Command> = self.forward.iter().chain(&self.backward).chain([&backup, &self.adam]).collect();
+        let commands: Vec<&Command> =
+            self.forward.iter().chain(&self.backward).chain([&self.backup[slot], &self.adam]).collect();
         submit_commands(self.gpu, "iteration", &commands)?;
         self.read_losses()
     }
 
     /// Copies backup `slot` back into the image.
     pub fn restore_backup(&self, slot: usize) -> Result<()> {
-        let restore =
-            Command::CopyBuffer { from: self.backups[slot].clone(), to: self.buffer(self.tape.image).clone() };
-        submit_commands(self.gpu, "restoring the image", &[&restore])
+        submit_commands(self.gpu, "restoring the image", &[&self.restore[slot]])
     }
 
     /// Fills the image with NaN: lets tests drive a render into the path that handles a

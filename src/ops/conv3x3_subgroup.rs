@@ -239,6 +239,26 @@ pub fn write_texture(gpu: &crate::gpu::Gpu, texture: &wgpu::Texture, data: &[f32
     );
 }
 
+/// Whether `library` built the texture variants (it does when the adapter has subgroups).
+pub fn texture_kernels_built(library: &crate::gpu::KernelLibrary) -> bool {
+    library.has::<Forward32Tex>() && library.has::<Forward4Tex>()
+}
+
+/// The texture kernel for `p`'s output-channel tile (32 where it divides, else 4), bound to
+/// `[weights texture, bias, input texture, output]`; returns the step and the kernel's name.
+pub fn bind_textured(
+    gpu: &crate::gpu::Gpu,
+    library: &crate::gpu::KernelLibrary,
+    p: &Conv3x3Params,
+    resources: &[crate::gpu::Resource; 4],
+) -> crate::Result<(crate::gpu::Step, String)> {
+    use crate::gpu::Step;
+    Ok(match tile_for(p) {
+        Some(32) => (Step::bind::<Forward32Tex>(gpu, library, p, resources)?, Forward32Tex::ENTRY.name()),
+        _ => (Step::bind::<Forward4Tex>(gpu, library, p, resources)?, Forward4Tex::ENTRY.name()),
+    })
+}
+
 /// The largest tile of [`CO_TILES`] that divides `out_channels`, if the shape suits the kernel.
 pub fn tile_for(p: &Conv3x3Params) -> Option<usize> {
     if !p.in_channels.is_multiple_of(4) {
