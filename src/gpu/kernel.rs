@@ -10,8 +10,8 @@ pub enum Access {
     Read,
     /// A read-write storage buffer.
     ReadWrite,
-    /// A sampled rgba32float `texture_2d<f32>`, read with `textureLoad`; its binding length counts
-    /// floats (4 per texel).
+    /// A read-only rgba32float storage texture (`texture_storage_2d<rgba32float, read>`), read with
+    /// `textureLoad`; its binding length counts floats (4 per texel).
     Texture,
 }
 

@@ -35,10 +35,10 @@ fn layout_entries(entry: &EntryPoint) -> Vec<wgpu::BindGroupLayoutEntry> {
             binding: b.slot,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: match b.access {
-                Access::Texture => wgpu::BindingType::Texture {
-                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                Access::Texture => wgpu::BindingType::StorageTexture {
+                    access: wgpu::StorageTextureAccess::ReadOnly,
+                    format: wgpu::TextureFormat::Rgba32Float,
                     view_dimension: wgpu::TextureViewDimension::D2,
-                    multisampled: false,
                 },
                 access => wgpu::BindingType::Buffer {
                     ty: wgpu::BufferBindingType::Storage { read_only: access == Access::Read },

@@ -14,10 +14,11 @@ pub const TEMPLATE: &str = include_str!("../../shaders/conv3x3_subgroup.wgsl.tmp
 /// Invocations per workgroup, each owning [`PX`] consecutive pixels of one row.
 pub const INVOCATIONS: usize = 64;
 
-/// Pixels per invocation. On lavapipe (64x64, 256->256, texture operands) 8 and 16 measured the
-/// same ~21 GFLOP/s as 4 with written textures, while compiling much longer on first dispatch
-/// (minutes at 16), so 4.
-pub const PX: usize = 4;
+/// Pixels per invocation. On lavapipe with storage-texture operands and fma chains, `nst bench`
+/// (median of 3) measured PX 2 at 23-31 GFLOP/s over VGG19's 256 and 512 px shapes and PX 4 at
+/// 19-29, and PX 2 compiles faster on first dispatch (8 and 16 were no faster than 4 before and
+/// compile for minutes), so 2.
+pub const PX: usize = 2;
 
 /// Output-channel tiles nst instantiates: 32 for VGG's layers, 4 for the gradient into the image.
 pub const CO_TILES: [usize; 2] = [32, 4];
@@ -82,7 +83,7 @@ pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: u
                 format!("            let x{j} = input[u32(iy) * params.width * cin4 + u32(ix{j}) + c4] * v{j};\n")
             }
             Operands::Texture => {
-                format!("            let x{j} = textureLoad(input, vec2<i32>(ix{j} + i32(c4), iy), 0) * v{j};\n")
+                format!("            let x{j} = textureLoad(input, vec2<i32>(ix{j} + i32(c4), iy)) * v{j};\n")
             }
         };
     }
@@ -95,7 +96,7 @@ pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: u
                     format!("            let w{kx}_{r} = weights[(({row}) * TAPS + tap{kx}) * cin4 + c4];\n")
                 }
                 Operands::Texture => format!(
-                    "            let w{kx}_{r} = textureLoad(weights, vec2<i32>(i32(tap{kx} * cin4 + c4), i32({row})), 0);\n"
+                    "            let w{kx}_{r} = textureLoad(weights, vec2<i32>(i32(tap{kx} * cin4 + c4), i32({row})));\n"
                 ),
             };
         }
@@ -104,7 +105,11 @@ pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: u
             inner += &format!("            let b{kx}_{co} = subgroupBroadcast(w{kx}_{r}, {i}u);\n");
             for p in 0..px {
                 let x = p + kx;
-                inner += &format!("            a{p}_{}.{} += dot(x{x}, b{kx}_{co});\n", co / 4, COMPONENTS[co % 4]);
+                let a = format!("a{p}_{}.{}", co / 4, COMPONENTS[co % 4]);
+                let b = format!("b{kx}_{co}");
+                inner += &format!(
+                    "            {a} = fma(x{x}.w, {b}.w, fma(x{x}.z, {b}.z, fma(x{x}.y, {b}.y, fma(x{x}.x, {b}.x, {a}))));\n"
+                );
             }
         }
     }
@@ -133,7 +138,10 @@ pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: u
             "@group(0) @binding(3) var<storage, read> input: array<vec4<f32>>;",
         ),
         Operands::Texture => {
-            ("@group(0) @binding(1) var weights: texture_2d<f32>;", "@group(0) @binding(3) var input: texture_2d<f32>;")
+            (
+                "@group(0) @binding(1) var weights: texture_storage_2d<rgba32float, read>;",
+                "@group(0) @binding(3) var input: texture_storage_2d<rgba32float, read>;",
+            )
         }
     };
     TEMPLATE
@@ -224,7 +232,7 @@ pub fn create_texture(gpu: &crate::gpu::Gpu, label: &str, (width, height): (u32,
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
         format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
         view_formats: &[],
     })
 }
