@@ -14,7 +14,7 @@
 // Bindings (group 0):
 //   0 params          uniform
 //   1 features        read        forward, backward
-//   2 gram            read_write  forward
+//   2 gram            read_write  forward, scale
 //   3 grad_gram       read        backward
 //   4 grad_features   read_write  backward
 //   5 sym             read_write  symmetrize
@@ -22,6 +22,9 @@
 // symmetrize: sym[i, j] = scale * (grad_gram[i, j] + grad_gram[j, i]), the weights with which the
 //           engine runs the backward as a pointwise conv (conv3x3_subgroup with KSIZE 1):
 //           grad_features[p, :] = sym x F[p, :]. Writes `=`.
+// scale:    gram[i, j] = scale * gram[i, j], in place (`*=`): the last step of the forward as the
+//           engine runs it with subgroups, where a pointwise conv over the transposed features
+//           (transpose.wgsl) sums Fᵀ F chunk by chunk of positions.
 
 struct Params {
     positions: u32,
@@ -109,4 +112,17 @@ fn symmetrize(
     let i = index / c;
     let j = index % c;
     sym[index] = params.scale * (grad_gram[i * c + j] + grad_gram[j * c + i]);
+}
+
+@compute @workgroup_size(64)
+fn scale(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let index = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
+    if (index >= params.channels * params.channels) {
+        return;
+    }
+    gram[index] = params.scale * gram[index];
 }

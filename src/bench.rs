@@ -116,6 +116,18 @@ impl Bench<'_> {
 }
 
 impl Bench<'_> {
+    /// The Gram forward as the engine runs it with subgroups: transposed chunks of positions, a
+    /// pointwise conv over each, the normaliser (`gram::pointwise_forward_steps`).
+    fn gram_forward_pointwise(&mut self, side: usize, c: usize) -> Result<()> {
+        let g = GramParams::new(side, side, c);
+        let max = gram::MAX_CHUNK_POSITIONS;
+        let (features, out) = (self.buffer(g.features_len()), self.buffer(g.gram_len()));
+        let (scratch, zero) = (self.buffer(gram::pointwise_scratch_len(&g, max)), self.buffer(c));
+        let steps = gram::pointwise_forward_steps(self.gpu, self.library, &g, max, [&features, &out, &scratch, &zero])?;
+        let commands = steps.into_iter().map(Command::Dispatch).collect();
+        self.run("gram", "gram_pointwise.forward", format!("{side}x{side}x{c}"), Work::Flops(g.flops()), commands)
+    }
+
     /// The Gram backward as the engine runs it with subgroups: symmetrize, then a pointwise conv.
     fn gram_backward_pointwise(&mut self, side: usize, c: usize) -> Result<()> {
         let g = GramParams::new(side, side, c);
@@ -211,6 +223,7 @@ pub fn kernel_benchmarks(
                 b.kernel::<gram::Backward>("gram", map(gs, gc), &g, Work::Flops(2 * g.flops()))?;
             }
             if subgroups {
+                b.gram_forward_pointwise(gs, gc)?;
                 b.gram_backward_pointwise(gs, gc)?;
             }
         }
@@ -305,8 +318,9 @@ pub fn family_of(name: &str) -> &'static str {
     let shader = name.split('.').next().unwrap_or(name);
     match shader {
         s if s.starts_with("conv3x3") => "conv3x3",
-        // The Gram backward runs as symmetrize + pointwise conv.
+        // The Gram forward and backward run as pointwise convs (the forward over transposed chunks).
         s if s.starts_with("conv1x1") => "gram",
+        "transpose" => "gram",
         "copy to texture" => "copies to textures",
         "maxpool2" | "avgpool2" => "pooling",
         "relu" => "relu",

@@ -14,7 +14,9 @@ use crate::ops::reduce::ReduceParams;
 use crate::ops::relu::ReluParams;
 use crate::ops::sqdiff::SqDiffParams;
 use crate::ops::tv::TvParams;
-use crate::ops::{adam, avgpool2, conv3x3, conv3x3_subgroup, gram, image, maxpool2, reduce, relu, sqdiff, tv};
+use crate::ops::{
+    adam, avgpool2, conv3x3, conv3x3_subgroup, gram, image, maxpool2, reduce, relu, sqdiff, transpose, tv,
+};
 
 /// Dot products of up to a few thousand f32 terms of order 1.
 const DOT: (f64, f64) = (1e-4, 1e-4);
@@ -180,6 +182,19 @@ pub fn run(gpu: &Gpu, library: &KernelLibrary) -> Result<Vec<Checked>> {
             let got = run_once::<gram::ForwardBlocked>(gpu, library, &p, &[b(&x), b(&vec![0.0; p.gram_len()])])?;
             out.push(compare("gram_blocked.forward", shape.clone(), &f(&got[0]), &want, DOT));
         }
+        if library.has::<conv3x3_subgroup::Pointwise32>() && c % 32 == 0 {
+            // Chunks of 256 positions: several chunks, the last one padded.
+            let max_chunk = 256;
+            let fb = gpu.buffer_from("check features", b(&x));
+            let result = gpu.buffer_zeroed("check gram", 4 * p.gram_len() as u64);
+            let scratch = gpu.buffer_zeroed("check scratch", 4 * gram::pointwise_scratch_len(&p, max_chunk) as u64);
+            let zero = gpu.buffer_zeroed("check zero bias", 4 * c as u64);
+            let steps = gram::pointwise_forward_steps(gpu, library, &p, max_chunk, [&fb, &result, &scratch, &zero])?;
+            submit(gpu, "check gram forward", &steps.iter().collect::<Vec<_>>())?;
+            let got = f(&gpu.read_buffers(&[&result])?[0]);
+            let chunks = (p.positions as usize).div_ceil(p.chunk_len(max_chunk));
+            out.push(compare("gram_pointwise.forward", format!("{shape}, {chunks} chunks"), &got, &want, DOT));
+        }
         let pa = p.with_accumulate(true);
         let (dg, initial) = (rng.vec(p.gram_len(), -1.0, 1.0), rng.vec(p.features_len(), -1.0, 1.0));
         let mut want = wide(&initial);
@@ -199,6 +214,21 @@ pub fn run(gpu: &Gpu, library: &KernelLibrary) -> Result<Vec<Checked>> {
             out.push(compare("gram.symmetrize + conv1x1_subgroup", format!("{shape}, +="), &got, &want, DOT));
         }
     }
+
+    // The two pieces of the pointwise Gram forward on their own: a transposed chunk running past
+    // the last position, and the in-place scale.
+    let t = transpose::TransposeParams::new(37, 12, 24, 16);
+    let x = rng.vec(t.features_len(), -1.0, 1.0);
+    let mut want = vec![0.0; t.transposed_len()];
+    transpose::forward(&t, &wide(&x), &mut want);
+    let got = run_once::<transpose::Forward>(gpu, library, &t, &[b(&x), b(&vec![0.0; t.transposed_len()])])?;
+    out.push(compare("transpose.forward", "37x12, positions 24..40".into(), &f(&got[0]), &want, ELEMENTWISE));
+    let p = GramParams::new(9, 7, 20);
+    let g = rng.vec(p.gram_len(), -100.0, 100.0);
+    let mut want = wide(&g);
+    gram::scale(&p, &mut want);
+    let got = run_once::<gram::Scale>(gpu, library, &p, &[b(&g)])?;
+    out.push(compare("gram.scale", "20x20".into(), &f(&got[0]), &want, ELEMENTWISE));
 
     // Loss heads: squared difference (partials, then the reduction) and total variation.
     let n = 5000;

@@ -34,6 +34,7 @@ shader_files!(
     "avgpool2",
     "gram",
     "gram_blocked",
+    "transpose",
     "sqdiff",
     "reduce",
     "tv",

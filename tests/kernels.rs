@@ -7,7 +7,7 @@ mod common;
 
 use common::{assert_close, assert_close_bound, assert_same_u32, bytes, floats, to_f64, Rng};
 use nst::gpu::{run_once, submit, submit_commands, Command, Step};
-use nst::ops::{adam, avgpool2, conv3x3, conv3x3_subgroup, gram, image, maxpool2, reduce, relu, sqdiff, tv};
+use nst::ops::{adam, avgpool2, conv3x3, conv3x3_subgroup, gram, image, maxpool2, reduce, relu, sqdiff, transpose, tv};
 use nst::ops::{adam::AdamParams, conv3x3::Conv3x3Params, gram::GramParams, maxpool2::Pool2Params};
 
 /// A dot product of K f32 terms of magnitude ~1 is off by a few units of 1e-7 * sqrt(K); 1e-4 leaves
@@ -257,6 +257,15 @@ fn check_gram(h: usize, w: usize, c: usize, seed: u64) {
         assert_close(&what, &floats(&out[0]), &want, &[c, c], DOT_ATOL, DOT_RTOL);
     }
 
+    // As the engine runs it where the adapter has subgroups: transposed chunks + pointwise conv +
+    // scale, with the engine's chunk size and with chunks of 8 positions (several chunks, the last
+    // one padded with zeros).
+    if lib.has::<conv3x3_subgroup::Pointwise32>() && c.is_multiple_of(32) {
+        for max_chunk in [gram::MAX_CHUNK_POSITIONS, 8] {
+            check_gram_pointwise(&p, &features, &want, max_chunk);
+        }
+    }
+
     for accumulate in [false, true] {
         let p = p.with_accumulate(accumulate);
         let grad_gram = rng.vec_f32(p.gram_len(), -1.0, 1.0);
@@ -283,6 +292,80 @@ fn check_gram(h: usize, w: usize, c: usize, seed: u64) {
             let what = format!("gram.symmetrize + conv1x1_subgroup {h}x{w}x{c} accumulate={accumulate}");
             assert_close(&what, &got, &want, &[h * w, c], DOT_ATOL, DOT_RTOL);
         }
+    }
+}
+
+/// `gram::pointwise_forward_steps` with chunks of at most `max_chunk` positions against `want`.
+fn check_gram_pointwise(p: &GramParams, features: &[f32], want: &[f64], max_chunk: usize) {
+    let (gpu, lib) = common::gpu().unwrap();
+    let c = p.channels as usize;
+    let fb = gpu.buffer_from("features", bytes(features));
+    // The Gram buffer starts as garbage: the first chunk must overwrite it.
+    let out = gpu.buffer_from("gram", bytes(&vec![7.0f32; p.gram_len()]));
+    let scratch = gpu.buffer_zeroed("scratch", 4 * gram::pointwise_scratch_len(p, max_chunk) as u64);
+    let zero = gpu.buffer_zeroed("zero bias", 4 * c as u64);
+    let steps = gram::pointwise_forward_steps(gpu, lib, p, max_chunk, [&fb, &out, &scratch, &zero]).unwrap();
+    let chunks = (p.positions as usize).div_ceil(p.chunk_len(max_chunk));
+    assert_eq!(steps.len(), 2 * chunks + 1, "a transpose and a conv per chunk, then the scale");
+    let refs: Vec<&Step> = steps.iter().collect();
+    submit(gpu, "gram forward as pointwise conv", &refs).unwrap();
+    let got = floats(&gpu.read_buffers(&[&out]).unwrap()[0]);
+    let what = format!("gram_pointwise.forward {} positions x {c}, {chunks} chunks", p.positions);
+    assert_close(&what, &got, want, &[c, c], DOT_ATOL, DOT_RTOL);
+}
+
+#[test]
+fn gram_forward_as_pointwise_conv_splits_positions_past_the_loop_limit_into_chunks() {
+    let Some((_, lib)) = common::gpu() else { return };
+    if !fast_conv_available() || !lib.has::<conv3x3_subgroup::Pointwise32>() {
+        return;
+    }
+    // 131406 positions: more than one chunk of MAX_CHUNK_POSITIONS, so two chunks of 65704.
+    let p = GramParams::new(363, 362, 32);
+    assert_eq!(p.chunk_len(gram::MAX_CHUNK_POSITIONS), 65704);
+    let mut rng = Rng::new(72);
+    let features: Vec<f32> = rng.vec_f32(p.features_len(), -0.5, 1.5).into_iter().map(|v| v.max(0.0)).collect();
+    let mut want = vec![0.0; p.gram_len()];
+    gram::forward(&p, &to_f64(&features), &mut want);
+    check_gram_pointwise(&p, &features, &want, gram::MAX_CHUNK_POSITIONS);
+}
+
+#[test]
+fn transpose_matches_cpu_with_chunks_past_the_last_position() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let mut rng = Rng::new(73);
+    // (positions, channels, start, len): whole maps, middle chunks, and chunks running past the end.
+    for (positions, channels, start, len) in
+        [(1, 1, 0, 4), (35, 3, 0, 36), (63, 64, 8, 24), (63, 64, 48, 24), (1000, 5, 996, 8)]
+    {
+        let p = transpose::TransposeParams::new(positions, channels, start, len);
+        let features = rng.vec_f32(p.features_len(), -1.0, 1.0);
+        let got =
+            run_once::<transpose::Forward>(gpu, lib, &p, &[bytes(&features), &zeros(p.transposed_len())]).unwrap();
+        let mut want = vec![0.0; p.transposed_len()];
+        transpose::forward(&p, &to_f64(&features), &mut want);
+        let what = format!("transpose.forward {positions}x{channels} from {start}, {len}");
+        assert_close(&what, &floats(&got[0]), &want, &[channels, len], 0.0, 0.0);
+        let past = (start + len).saturating_sub(positions);
+        assert!(past == 0 || want[len - 1] == 0.0, "{what}: positions past the end read as 0");
+    }
+}
+
+#[test]
+fn gram_scale_multiplies_every_element_in_place() {
+    let Some((gpu, lib)) = common::gpu() else { return };
+    let mut rng = Rng::new(74);
+    for (h, w, c) in [(1, 1, 1), (7, 9, 3), (13, 11, 65)] {
+        let p = GramParams::new(h, w, c);
+        let gram_in = rng.vec_f32(p.gram_len(), -100.0, 100.0);
+        let got = run_once::<gram::Scale>(gpu, lib, &p, &[bytes(&gram_in)]).unwrap();
+        let mut want = to_f64(&gram_in);
+        // The twin in f32, as the kernel rounds: one multiplication.
+        let mut want32 = gram_in.clone();
+        gram::scale(&p, &mut want32);
+        gram::scale(&p, &mut want);
+        assert_close(&format!("gram.scale {h}x{w}x{c}"), &floats(&got[0]), &want, &[c, c], 0.0, ELEM_TOL);
+        assert_eq!(floats(&got[0]), want32, "gram.scale {h}x{w}x{c}: one f32 multiplication per element");
     }
 }
 

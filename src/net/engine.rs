@@ -153,6 +153,14 @@ impl<'g> Engine<'g> {
         let partials = gpu.buffer_zeroed("loss partials", 4 * tape.partials_len() as u64);
         let losses = gpu.buffer_zeroed("losses", 4 * tape.losses.len().max(1) as u64);
 
+        // One transposed chunk and one zero bias, shared by every Gram forward run as a pointwise conv.
+        let gram_scratch = tape.gram_forward_scratch(&profile).map(|(scratch, channels)| {
+            let t = gpu.buffer_zeroed("gram transposed features", 4 * scratch as u64);
+            let zero = gpu.buffer_zeroed("gram zero bias", 4 * channels as u64);
+            allocated += t.size() + zero.size();
+            (t, zero)
+        });
+
         let mut forward: Vec<Command> = Vec::new();
         for op in &tape.forward {
             let mut step = |s: Result<Step>| s.map(|s| forward.push(Command::Dispatch(s)));
@@ -179,6 +187,13 @@ impl<'g> Engine<'g> {
                 }
                 Op::AvgPool { input, output, params } => {
                     step(Step::new::<avgpool2::Forward>(gpu, library, &params, &[buf(input), buf(output)]))?
+                }
+                Op::Gram { input, output, params } if profile.gram_as_pointwise(&params) => {
+                    let (scratch, zero) = gram_scratch.as_ref().expect("scratch made for every pointwise Gram");
+                    let buffers = [buf(input), buf(output), scratch, zero];
+                    let steps =
+                        gram::pointwise_forward_steps(gpu, library, &params, gram::MAX_CHUNK_POSITIONS, buffers)?;
+                    forward.extend(steps.into_iter().map(Command::Dispatch));
                 }
                 Op::Gram { input, output, params } if gram::ForwardBlocked::suits(&params) => {
                     step(Step::new::<gram::ForwardBlocked>(gpu, library, &params, &[buf(input), buf(output)]))?

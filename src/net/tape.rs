@@ -196,7 +196,8 @@ pub struct KernelProfile {
 
 impl KernelProfile {
     /// Whether the Gram backward with `params` runs as symmetrize + pointwise conv, which needs a
-    /// `channels x channels` buffer and a zero bias of its own.
+    /// `channels x channels` buffer and a zero bias of its own, and the forward as transposed
+    /// chunks + pointwise conv + scale, with the scratch buffers of [`Tape::gram_forward_scratch`].
     pub fn gram_as_pointwise(&self, params: &GramParams) -> bool {
         self.pointwise_gram && params.channels.is_multiple_of(32)
     }
@@ -507,6 +508,22 @@ impl Tape {
         })
     }
 
+    /// The buffers shared by the Gram forwards that run as pointwise convs on a device with
+    /// `profile`, if any does: (floats of the largest transposed chunk, the most channels, for
+    /// one zero bias).
+    pub fn gram_forward_scratch(&self, profile: &KernelProfile) -> Option<(usize, usize)> {
+        self.forward
+            .iter()
+            .filter_map(|op| match op {
+                Op::Gram { params, .. } if profile.gram_as_pointwise(params) => Some((
+                    crate::ops::gram::pointwise_scratch_len(params, crate::ops::gram::MAX_CHUNK_POSITIONS),
+                    params.channels as usize,
+                )),
+                _ => None,
+            })
+            .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
+    }
+
     /// GPU memory an engine for this tape needs on a device with `profile`, computed before
     /// anything is allocated; the engine allocates exactly this.
     pub fn memory_on(&self, profile: &KernelProfile) -> MemoryReport {
@@ -555,6 +572,10 @@ impl Tape {
                     report.other += 4 * (params.gram_len() + params.channels as usize) as u64;
                 }
             }
+        }
+        if let Some((scratch, channels)) = self.gram_forward_scratch(profile) {
+            report.other += 4 * (scratch + channels) as u64;
+            report.largest_buffer = report.largest_buffer.max(4 * scratch as u64);
         }
         let pixels = (self.spec.height * self.spec.width) as u64;
         report.other += 4 * self.partials_len() as u64 + 4 * self.losses.len().max(1) as u64;

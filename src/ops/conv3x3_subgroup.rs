@@ -137,12 +137,10 @@ pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: u
             "@group(0) @binding(1) var<storage, read> weights: array<vec4<f32>>;",
             "@group(0) @binding(3) var<storage, read> input: array<vec4<f32>>;",
         ),
-        Operands::Texture => {
-            (
-                "@group(0) @binding(1) var weights: texture_storage_2d<rgba32float, read>;",
-                "@group(0) @binding(3) var input: texture_storage_2d<rgba32float, read>;",
-            )
-        }
+        Operands::Texture => (
+            "@group(0) @binding(1) var weights: texture_storage_2d<rgba32float, read>;",
+            "@group(0) @binding(3) var input: texture_storage_2d<rgba32float, read>;",
+        ),
     };
     TEMPLATE
         .replace("{{WEIGHTS_BINDING}}", weights_binding)

@@ -47,11 +47,22 @@ impl GramParams {
         (1usize << (31 - n.leading_zeros())).min(64)
     }
 
+    /// Positions per chunk of the forward as a pointwise conv (see [`MAX_CHUNK_POSITIONS`]):
+    /// equal chunks, each a multiple of 4 positions (the conv reads vec4s along them).
+    pub fn chunk_len(&self, max_chunk: usize) -> usize {
+        let positions = self.positions as usize;
+        positions.div_ceil(positions.div_ceil(max_chunk).max(1)).next_multiple_of(4)
+    }
+
     /// Multiply-adds times two of the forward (the backward costs the same).
     pub fn flops(&self) -> u64 {
         2 * self.positions as u64 * self.channels as u64 * self.channels as u64
     }
 }
+
+/// Most positions one pointwise-conv dispatch of the Gram forward sums: its loop over groups of 4
+/// positions then stays at 32768 iterations, under the ~65535 at which lavapipe stops a loop.
+pub const MAX_CHUNK_POSITIONS: usize = 131072;
 
 /// `gram.forward`: bindings features, gram.
 pub struct Forward;
@@ -142,6 +153,33 @@ impl Kernel for Symmetrize {
     }
 }
 
+/// `gram.scale`: binding gram, scaled in place.
+pub struct Scale;
+
+impl Kernel for Scale {
+    type Params = GramParams;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "gram",
+        entry: "scale",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<GramParams>(),
+        bindings: &[read_write(2, "gram")],
+    };
+    fn workgroups(p: &GramParams) -> u64 {
+        groups_for(p.gram_len() as u64, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &GramParams) -> Vec<u64> {
+        vec![p.gram_len() as u64]
+    }
+}
+
+/// CPU twin of `gram.scale`: `gram *= scale`.
+pub fn scale<T: Real>(p: &GramParams, gram: &mut [T]) {
+    for g in gram.iter_mut().take(p.gram_len()) {
+        *g = T::from_f64(p.scale as f64) * *g;
+    }
+}
+
 /// CPU twin of `gram.symmetrize`: `sym = scale * (dG + dGᵀ)`.
 pub fn symmetrize<T: Real>(p: &GramParams, grad_gram: &[T], sym: &mut [T]) {
     let c = p.channels as usize;
@@ -150,6 +188,42 @@ pub fn symmetrize<T: Real>(p: &GramParams, grad_gram: &[T], sym: &mut [T]) {
             sym[i * c + j] = T::from_f64(p.scale as f64) * (grad_gram[i * c + j] + grad_gram[j * c + i]);
         }
     }
+}
+
+/// Length of the scratch buffer [`pointwise_forward_steps`] needs: one transposed chunk.
+pub fn pointwise_scratch_len(p: &GramParams, max_chunk: usize) -> usize {
+    p.channels as usize * p.chunk_len(max_chunk)
+}
+
+/// The Gram forward as the engine runs it with subgroups (channels a multiple of 32): for each
+/// chunk of at most `max_chunk` positions, `transpose.forward` writes the chunk channels-first
+/// into `scratch` and the pointwise conv (`conv1x1_subgroup_co32`, its "pixels" the channels and
+/// its "input channels" the chunk's positions, `scratch` as both input and weights) adds
+/// `Fᵀ F` over the chunk into `gram` (`=` for the first chunk); then `gram.scale` applies the
+/// normaliser. `scratch` holds at least [`pointwise_scratch_len`] floats, `zero_bias` at least
+/// `channels` zeros.
+pub fn pointwise_forward_steps(
+    gpu: &crate::gpu::Gpu,
+    library: &crate::gpu::KernelLibrary,
+    p: &GramParams,
+    max_chunk: usize,
+    [features, gram, scratch, zero_bias]: [&wgpu::Buffer; 4],
+) -> crate::Result<Vec<crate::gpu::Step>> {
+    use super::conv3x3::Conv3x3Params;
+    use super::conv3x3_subgroup::Pointwise32;
+    use super::transpose::{self, TransposeParams};
+    use crate::gpu::Step;
+    let (positions, c) = (p.positions as usize, p.channels as usize);
+    let len = p.chunk_len(max_chunk);
+    let mut steps = Vec::new();
+    for (k, start) in (0..positions).step_by(len).enumerate() {
+        let t = TransposeParams::new(positions, c, start, len);
+        steps.push(Step::new::<transpose::Forward>(gpu, library, &t, &[features, scratch])?);
+        let conv = Conv3x3Params::new(1, c, len, c).with_accumulate(k > 0);
+        steps.push(Step::new::<Pointwise32>(gpu, library, &conv, &[scratch, zero_bias, scratch, gram])?);
+    }
+    steps.push(Step::new::<Scale>(gpu, library, p, &[gram])?);
+    Ok(steps)
 }
 
 /// CPU twin of `gram.forward`: `gram[i][j] = scale * sum_p F[p][i] F[p][j]`.

@@ -13,6 +13,7 @@ pub mod maxpool2;
 pub mod reduce;
 pub mod relu;
 pub mod sqdiff;
+pub mod transpose;
 pub mod tv;
 
 use crate::gpu::EntryPoint;
@@ -38,6 +39,8 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     gram::ForwardBlocked::ENTRY,
     gram::Backward::ENTRY,
     gram::Symmetrize::ENTRY,
+    gram::Scale::ENTRY,
+    transpose::Forward::ENTRY,
     sqdiff::Forward::ENTRY,
     sqdiff::Backward::ENTRY,
     reduce::Sum::ENTRY,
