@@ -163,7 +163,7 @@ pub fn kernel_benchmarks(
     reps: usize,
 ) -> Result<Vec<KernelResult>> {
     let mut b = Bench { gpu, library, reps, results: Vec::new() };
-    let subgroups = library.has::<fast::Forward32>();
+    let subgroups = library.has::<fast::Forward16>();
     let textures = kernel_profile(gpu, library).texture_conv;
 
     // Baseline shape: 64 channels at 64x64.
@@ -183,7 +183,7 @@ pub fn kernel_benchmarks(
         let family = if p.relu != 0 { "conv3x3 forward" } else { "conv3x3 input gradient" };
         if subgroups {
             match fast::tile_for(p) {
-                Some(32) => b.kernel::<fast::Forward32>(family, shape(p), p, Work::Flops(p.flops()))?,
+                Some(16) => b.kernel::<fast::Forward16>(family, shape(p), p, Work::Flops(p.flops()))?,
                 Some(4) => b.kernel::<fast::Forward4>(family, shape(p), p, Work::Flops(p.flops()))?,
                 _ => {}
             }
@@ -313,7 +313,7 @@ pub fn iteration_benchmarks(
     Ok(out)
 }
 
-/// The kernel family of a command name (`conv3x3_subgroup_tex_co32.forward` -> `conv3x3`).
+/// The kernel family of a command name (`conv3x3_subgroup_tex_co16.forward` -> `conv3x3`).
 pub fn family_of(name: &str) -> &'static str {
     let shader = name.split('.').next().unwrap_or(name);
     match shader {

@@ -101,7 +101,7 @@ pub fn run(gpu: &Gpu, library: &KernelLibrary) -> Result<Vec<Checked>> {
 
     // The subgroup convs, as the engine runs them: 32 and 4 output channels per invocation, buffers
     // or textures, and the input gradient as a forward conv with flipped, transposed weights.
-    if library.has::<conv3x3_subgroup::Forward32>() {
+    if library.has::<conv3x3_subgroup::Forward16>() {
         // 7x9 runs on buffers only; 7x16 also on textures (their rows must be 256-byte multiples).
         for (h, w, cin, cout) in [(7, 9, 12, 20), (7, 16, 8, 64), (7, 16, 12, 20)] {
             let p = Conv3x3Params::new(h, w, cin, cout).with_relu(true).with_accumulate(true);
@@ -313,7 +313,7 @@ fn fast_conv(
     };
     let inputs = [b(weights), b(bias), b(input), b(initial)];
     let got = match tile {
-        32 => run_once::<conv3x3_subgroup::Forward32>(gpu, library, p, &inputs)?,
+        16 => run_once::<conv3x3_subgroup::Forward16>(gpu, library, p, &inputs)?,
         _ => run_once::<conv3x3_subgroup::Forward4>(gpu, library, p, &inputs)?,
     };
     out.push((format!("conv3x3_subgroup_co{tile}"), f(&got[0])));

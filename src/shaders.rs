@@ -54,16 +54,16 @@ pub struct GeneratedShader {
     pub generate: fn(usize) -> String,
 }
 
-fn conv_co32(sg: usize) -> String {
-    conv3x3_subgroup::instantiate(sg, 32, Operands::Storage)
+fn conv_co16(sg: usize) -> String {
+    conv3x3_subgroup::instantiate(sg, 16, Operands::Storage)
 }
 
 fn conv_co4(sg: usize) -> String {
     conv3x3_subgroup::instantiate(sg, 4, Operands::Storage)
 }
 
-fn conv_tex_co32(sg: usize) -> String {
-    conv3x3_subgroup::instantiate(sg, 32, Operands::Texture)
+fn conv_tex_co16(sg: usize) -> String {
+    conv3x3_subgroup::instantiate(sg, 16, Operands::Texture)
 }
 
 fn conv_tex_co4(sg: usize) -> String {
@@ -78,9 +78,9 @@ const CONV_TEMPLATE: &str = "shaders/conv3x3_subgroup.wgsl.tmpl";
 
 /// Every generated shader; built only on adapters with subgroup operations.
 pub const GENERATED: &[GeneratedShader] = &[
-    GeneratedShader { name: "conv3x3_subgroup_co32", template: CONV_TEMPLATE, generate: conv_co32 },
+    GeneratedShader { name: "conv3x3_subgroup_co16", template: CONV_TEMPLATE, generate: conv_co16 },
     GeneratedShader { name: "conv3x3_subgroup_co4", template: CONV_TEMPLATE, generate: conv_co4 },
-    GeneratedShader { name: "conv3x3_subgroup_tex_co32", template: CONV_TEMPLATE, generate: conv_tex_co32 },
+    GeneratedShader { name: "conv3x3_subgroup_tex_co16", template: CONV_TEMPLATE, generate: conv_tex_co16 },
     GeneratedShader { name: "conv3x3_subgroup_tex_co4", template: CONV_TEMPLATE, generate: conv_tex_co4 },
     GeneratedShader { name: "conv1x1_subgroup_co32", template: CONV_TEMPLATE, generate: conv1x1_co32 },
 ];

@@ -614,7 +614,7 @@ fn image_round_trip_restores_every_rgb_byte_and_sets_alpha_opaque() {
 /// The fast conv on this adapter, or None (loudly) where the adapter has no subgroups.
 fn fast_conv_available() -> bool {
     let (gpu, lib) = common::gpu().unwrap();
-    let built = lib.has::<conv3x3_subgroup::Forward32>()
+    let built = lib.has::<conv3x3_subgroup::Forward16>()
         && lib.has::<conv3x3_subgroup::Forward4>()
         && conv3x3_subgroup::texture_kernels_built(lib);
     assert_eq!(
@@ -661,7 +661,7 @@ fn run_fast_conv_storage(p: &Conv3x3Params, weights: &[f32], bias: &[f32], input
     let (gpu, lib) = common::gpu().unwrap();
     let inputs: [&[u8]; 4] = [bytes(weights), bytes(bias), bytes(input), bytes(initial)];
     let out = match conv3x3_subgroup::tile_for(p) {
-        Some(32) => run_once::<conv3x3_subgroup::Forward32>(gpu, lib, p, &inputs),
+        Some(16) => run_once::<conv3x3_subgroup::Forward16>(gpu, lib, p, &inputs),
         Some(4) => run_once::<conv3x3_subgroup::Forward4>(gpu, lib, p, &inputs),
         _ => panic!("shape {p:?} does not suit the fast conv"),
     };

@@ -59,9 +59,9 @@ fn conv_pass(
     }
     let wb = gpu.buffer_from(label, bytemuck::cast_slice(weights));
     let buffers = [&wb, bias, input, output];
-    let fast = library.has::<conv3x3_subgroup::Forward32>();
+    let fast = library.has::<conv3x3_subgroup::Forward16>();
     let step = match conv3x3_subgroup::tile_for(params) {
-        Some(32) if fast => Step::new::<conv3x3_subgroup::Forward32>(gpu, library, params, &buffers)?,
+        Some(16) if fast => Step::new::<conv3x3_subgroup::Forward16>(gpu, library, params, &buffers)?,
         Some(4) if fast => Step::new::<conv3x3_subgroup::Forward4>(gpu, library, params, &buffers)?,
         _ => Step::new::<conv3x3::Forward>(gpu, library, params, &buffers)?,
     };

@@ -14,21 +14,23 @@ pub const TEMPLATE: &str = include_str!("../../shaders/conv3x3_subgroup.wgsl.tmp
 /// Invocations per workgroup, each owning [`PX`] consecutive pixels of one row.
 pub const INVOCATIONS: usize = 64;
 
-/// Pixels per invocation. On lavapipe with storage-texture operands and fma chains, `nst bench`
-/// (median of 3) measured PX 2 at 23-31 GFLOP/s over VGG19's 256 and 512 px shapes and PX 4 at
-/// 19-29, and PX 2 compiles faster on first dispatch (8 and 16 were no faster than 4 before and
-/// compile for minutes), so 2.
-pub const PX: usize = 2;
+/// Pixels per invocation. With 16 output channels per invocation ([`CO_TILES`]) that is 64
+/// accumulators, and per row of taps and 4 input channels 6 input loads and 6 weight loads for 768
+/// multiply-adds. On lavapipe, where those loads (gathers) set the speed, `nst bench` (median of 3,
+/// 256 px shapes, texture operands) measured PX 4 x 16 channels at 25-46 GFLOP/s, PX 2 x 32 at
+/// 22-28, PX 4 x 32 at 19-29 (128 accumulators spill) and PX 8 x 8 at 25-42 with a slower
+/// iteration.
+pub const PX: usize = 4;
 
-/// Output-channel tiles nst instantiates: 32 for VGG's layers, 4 for the gradient into the image.
-pub const CO_TILES: [usize; 2] = [32, 4];
+/// Output-channel tiles nst instantiates: 16 for VGG's layers, 4 for the gradient into the image.
+pub const CO_TILES: [usize; 2] = [16, 4];
 
 /// The shader name of the instantiation with output-channel tile `co_tile` and `operands`.
 pub const fn shader_name(co_tile: usize, operands: Operands) -> &'static str {
     match (co_tile, operands) {
-        (32, Operands::Storage) => "conv3x3_subgroup_co32",
+        (16, Operands::Storage) => "conv3x3_subgroup_co16",
         (4, Operands::Storage) => "conv3x3_subgroup_co4",
-        (32, Operands::Texture) => "conv3x3_subgroup_tex_co32",
+        (16, Operands::Texture) => "conv3x3_subgroup_tex_co16",
         (4, Operands::Texture) => "conv3x3_subgroup_tex_co4",
         (1, Operands::Storage) => "conv1x1_subgroup_co32",
         _ => panic!("no such conv3x3_subgroup tile"),
@@ -197,9 +199,9 @@ macro_rules! conv_kernel {
     };
 }
 
-conv_kernel!(Forward32, 32, Operands::Storage, BINDINGS, "Storage operands, out_channels a multiple of 32.");
+conv_kernel!(Forward16, 16, Operands::Storage, BINDINGS, "Storage operands, out_channels a multiple of 16.");
 conv_kernel!(Forward4, 4, Operands::Storage, BINDINGS, "Storage operands, out_channels a multiple of 4.");
-conv_kernel!(Forward32Tex, 32, Operands::Texture, TEXTURE_BINDINGS, "Texture operands, out_channels a multiple of 32.");
+conv_kernel!(Forward16Tex, 16, Operands::Texture, TEXTURE_BINDINGS, "Texture operands, out_channels a multiple of 16.");
 conv_kernel!(Forward4Tex, 4, Operands::Texture, TEXTURE_BINDINGS, "Texture operands, out_channels a multiple of 4.");
 
 /// Texture size (width, height) of a conv input: texel (x * in_channels / 4 + c4, y).
@@ -247,10 +249,10 @@ pub fn write_texture(gpu: &crate::gpu::Gpu, texture: &wgpu::Texture, data: &[f32
 
 /// Whether `library` built the texture variants (it does when the adapter has subgroups).
 pub fn texture_kernels_built(library: &crate::gpu::KernelLibrary) -> bool {
-    library.has::<Forward32Tex>() && library.has::<Forward4Tex>()
+    library.has::<Forward16Tex>() && library.has::<Forward4Tex>()
 }
 
-/// The texture kernel for `p`'s output-channel tile (32 where it divides, else 4), bound to
+/// The texture kernel for `p`'s output-channel tile (16 where it divides, else 4), bound to
 /// `[weights texture, bias, input texture, output]`; returns the step and the kernel's name.
 pub fn bind_textured(
     gpu: &crate::gpu::Gpu,
@@ -260,7 +262,7 @@ pub fn bind_textured(
 ) -> crate::Result<(crate::gpu::Step, String)> {
     use crate::gpu::Step;
     Ok(match tile_for(p) {
-        Some(32) => (Step::bind::<Forward32Tex>(gpu, library, p, resources)?, Forward32Tex::ENTRY.name()),
+        Some(16) => (Step::bind::<Forward16Tex>(gpu, library, p, resources)?, Forward16Tex::ENTRY.name()),
         _ => (Step::bind::<Forward4Tex>(gpu, library, p, resources)?, Forward4Tex::ENTRY.name()),
     })
 }

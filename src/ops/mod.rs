@@ -24,9 +24,9 @@ use crate::Real;
 pub const ENTRY_POINTS: &[EntryPoint] = &[
     conv3x3::Forward::ENTRY,
     conv3x3::BackwardInput::ENTRY,
-    conv3x3_subgroup::Forward32::ENTRY,
+    conv3x3_subgroup::Forward16::ENTRY,
     conv3x3_subgroup::Forward4::ENTRY,
-    conv3x3_subgroup::Forward32Tex::ENTRY,
+    conv3x3_subgroup::Forward16Tex::ENTRY,
     conv3x3_subgroup::Forward4Tex::ENTRY,
     conv3x3_subgroup::Pointwise32::ENTRY,
     relu::Forward::ENTRY,
