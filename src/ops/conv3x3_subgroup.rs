@@ -17,8 +17,9 @@ pub const INVOCATIONS: usize = 64;
 /// Pixels per invocation. With 16 output channels per invocation ([`CO_TILES`]) that is 64
 /// accumulators, and per row of taps and 4 input channels 6 input loads and 6 weight loads for 768
 /// multiply-adds. On lavapipe, where those loads (gathers) set the speed, `nst bench` (median of 3,
-/// 256 px shapes, texture operands) measured PX 4 x 16 channels at 25-46 GFLOP/s, PX 2 x 32 at
-/// 22-28, PX 4 x 32 at 19-29 (128 accumulators spill) and PX 8 x 8 at 25-42 with a slower
+/// 256 px shapes, texture operands, the two binaries run alternately twice) measured PX 4 x 16
+/// channels at 21-38 GFLOP/s against 21-27 for PX 2 x 32, with iterations 5-10% shorter; PX 4 x 32
+/// (128 accumulators, which spill) measured 19-29 and PX 8 x 8 25-42 in single runs, with a slower
 /// iteration.
 pub const PX: usize = 4;
 
