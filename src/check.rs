@@ -15,7 +15,7 @@ use crate::ops::relu::ReluParams;
 use crate::ops::sqdiff::SqDiffParams;
 use crate::ops::tv::TvParams;
 use crate::ops::{
-    adam, avgpool2, conv3x3, conv3x3_subgroup, gram, image, maxpool2, reduce, relu, sqdiff, transpose, tv,
+    adam, avgpool2, conv3x3, conv3x3_subgroup, gram, image, maxpool2, reduce, relu, sqdiff, transpose, tv, vector,
 };
 
 /// Dot products of up to a few thousand f32 terms of order 1.
@@ -274,6 +274,31 @@ pub fn run(gpu: &Gpu, library: &KernelLibrary) -> Result<Vec<Checked>> {
     let (mut wx, mut wm, mut wv) = (wide(&x), wide(&m), wide(&v));
     adam::step(&p, &wide(&grad), &mut wx, &mut wm, &mut wv);
     out.push(compare("adam.step", format!("{n}, step 3, bounds"), &f(&got[0]), &wx, (1e-5, 1e-5)));
+
+    // The optimisers' vector kernels: a dot product over several blocks, and the coefficient
+    // read from the scalar buffer (a ratio with a difference, and a literal).
+    let n = 2501;
+    let (va, vb) = (rng.vec(n, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+    let dp = vector::VectorParams::literal(n, 1.0);
+    let got = run_once::<vector::DotPartials>(gpu, library, &dp, &[b(&va), b(&vb), b(&vec![0.0; dp.partials()])])?;
+    let mut want = vec![0.0; dp.partials()];
+    vector::dot_partials(&dp, &wide(&va), &wide(&vb), &mut want);
+    out.push(compare("vector.dot_partials", format!("{n}, 3 blocks"), &f(&got[0]), &want, DOT));
+    let scalars = [0.0f32, 1.0, 2.5, -0.5, 4.0];
+    let ratio = vector::VectorParams::ratio(n, -0.75, 2, 3, 4, 1e-30).with_y_scale(0.5);
+    let got = run_once::<vector::Axpby>(gpu, library, &ratio, &[b(&scalars), b(&va), b(&vb)])?;
+    let mut want = wide(&vb);
+    vector::axpby(&ratio, &wide(&scalars), &wide(&va), &mut want);
+    out.push(compare("vector.axpby", format!("{n}, ratio coefficient"), &f(&got[0]), &want, ELEMENTWISE));
+    let got = run_once::<vector::Scale>(gpu, library, &ratio, &[b(&scalars), b(&vb)])?;
+    let mut want = wide(&vb);
+    vector::scale(&ratio, &wide(&scalars), &mut want);
+    out.push(compare("vector.scale", format!("{n}, ratio coefficient"), &f(&got[0]), &want, ELEMENTWISE));
+    let sp = vector::VectorParams::literal(n, -1.5).with_bounds([-1.0, -0.5, -0.25, 0.0], [1.0, 0.5, 0.25, 0.0]);
+    let got = run_once::<vector::StepClamped>(gpu, library, &sp, &[b(&scalars), b(&va), b(&vb)])?;
+    let mut want = wide(&vb);
+    vector::step(&sp, &wide(&scalars), &wide(&va), &mut want);
+    out.push(compare("vector.step", format!("{n}, bounds"), &f(&got[0]), &want, ELEMENTWISE));
 
     // Image conversion both ways.
     let pixels = 257;

@@ -39,6 +39,7 @@ shader_files!(
     "reduce",
     "tv",
     "adam",
+    "vector",
     "image",
 );
 

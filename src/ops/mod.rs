@@ -15,6 +15,7 @@ pub mod relu;
 pub mod sqdiff;
 pub mod transpose;
 pub mod tv;
+pub mod vector;
 
 use crate::gpu::EntryPoint;
 use crate::gpu::Kernel;
@@ -47,6 +48,10 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     tv::Forward::ENTRY,
     tv::Backward::ENTRY,
     adam::Step::ENTRY,
+    vector::DotPartials::ENTRY,
+    vector::Axpby::ENTRY,
+    vector::Scale::ENTRY,
+    vector::StepClamped::ENTRY,
     image::ToNetwork::ENTRY,
     image::FromNetwork::ENTRY,
 ];
