@@ -11,8 +11,10 @@ pub mod error;
 pub mod gpu;
 pub mod net;
 pub mod ops;
+pub mod optim;
 pub mod real;
 pub mod render;
+pub mod resample;
 pub mod shaders;
 
 pub use error::{Error, Result};

@@ -20,12 +20,11 @@ pub fn new_values<T: Real>(tape: &Tape) -> Vec<Vec<T>> {
 
 impl<T: Real> CpuNet<T> {
     pub fn new(weights: &Vgg19Weights, tape: &Tape) -> CpuNet<T> {
-        // Weights padded to each conv's input channels (conv1_1 reads the 4-channel network image).
+        // Weights as the tape runs them: padded to each conv's input channels, with its gain.
         let weights = tape
             .conv_params()
             .map(|(conv, p)| {
-                let c = &weights.convs[conv];
-                (convert(&c.padded(p.in_channels as usize)), convert(&c.bias))
+                (convert(&tape.conv_weights(weights, conv, p.in_channels as usize)), convert(&weights.convs[conv].bias))
             })
             .collect();
         CpuNet { weights }

@@ -85,6 +85,10 @@ pub struct Engine<'g> {
     to_network: Step,
     from_network: Step,
     adam: Command,
+    /// Adam's moments.
+    moments: [wgpu::Buffer; 2],
+    /// d loss / d image (a zero buffer when no loss reaches the image).
+    grad: wgpu::Buffer,
     profile: KernelProfile,
     allocated: u64,
 }
@@ -139,7 +143,8 @@ impl<'g> Engine<'g> {
 
         let mut allocated: u64 = buffers.iter().map(|b| b.size()).sum();
         let mut input_textures = HashMap::new();
-        // Weights padded to each conv's input channels, and the biases (the gradient conv's is zero).
+        // Weights as the tape runs them (padded, with the average-pool gain), and the biases (the
+        // gradient conv's is zero).
         let conv_weights: HashMap<usize, (Vec<f32>, wgpu::Buffer, wgpu::Buffer)> = tape
             .conv_params()
             .map(|(conv, p)| {
@@ -147,7 +152,7 @@ impl<'g> Engine<'g> {
                 let bias = gpu.buffer_from(&format!("{} bias", c.name), bytemuck::cast_slice(&c.bias));
                 let zero = gpu.buffer_zeroed(&format!("{} zero bias", c.name), 4 * p.in_channels as u64);
                 allocated += bias.size() + zero.size();
-                (conv, (c.padded(p.in_channels as usize), bias, zero))
+                (conv, (tape.conv_weights(weights, conv, p.in_channels as usize), bias, zero))
             })
             .collect();
         let partials = gpu.buffer_zeroed("loss partials", 4 * tape.partials_len() as u64);
@@ -307,6 +312,7 @@ impl<'g> Engine<'g> {
             &adam_params,
             &[&grad_buffer, buf(tape.image), &m, &v],
         )?);
+        let moments = [m, v];
 
         Ok(Engine {
             gpu,
@@ -322,6 +328,8 @@ impl<'g> Engine<'g> {
             to_network,
             from_network,
             adam,
+            moments,
+            grad: grad_buffer,
             profile,
             allocated,
         })
@@ -437,6 +445,71 @@ impl<'g> Engine<'g> {
         self.read_losses()
     }
 
+    /// One iteration in one command encoder: forward, losses, backward to the image, then `tail`
+    /// (an optimiser's commands). Returns the loss of each slot and the contents of `reads`, read
+    /// back together.
+    pub fn iterate_then(&self, tail: &[&Command], reads: &[&wgpu::Buffer]) -> Result<(Vec<f32>, Vec<Vec<u8>>)> {
+        let commands: Vec<&Command> = self.forward.iter().chain(&self.backward).chain(tail.iter().copied()).collect();
+        submit_commands(self.gpu, "iteration", &commands)?;
+        self.read_losses_and(reads)
+    }
+
+    /// [`Engine::iterate_with_backup`] followed by `tail` in the same command encoder.
+    pub fn iterate_adam_then(&self, adam: &AdamParams, slot: usize, tail: &[&Command]) -> Result<Vec<f32>> {
+        self.set_adam(adam);
+        let mut commands: Vec<&Command> =
+            self.forward.iter().chain(&self.backward).chain([&self.backup[slot], &self.adam]).collect();
+        commands.extend(tail.iter().copied());
+        submit_commands(self.gpu, "iteration", &commands)?;
+        self.read_losses()
+    }
+
+    /// The image tensor's buffer (HWC, 4 channels, the network's convention).
+    pub fn image_buffer(&self) -> &wgpu::Buffer {
+        self.buffer(self.tape.image)
+    }
+
+    /// The buffer backward leaves d loss / d image in (zero when no loss reaches the image).
+    pub fn grad_buffer(&self) -> &wgpu::Buffer {
+        &self.grad
+    }
+
+    /// The RGBA8 buffer [`Engine::image_rgba`] converts into, and the GPU's image conversion reads.
+    pub fn rgba_buffer(&self) -> &wgpu::Buffer {
+        &self.rgba
+    }
+
+    /// Elements of the image tensor (height x width x 4).
+    pub fn image_len(&self) -> usize {
+        self.tape.tensors[self.tape.image].len
+    }
+
+    /// Reads the RGBA8 buffer back (after a conversion into it).
+    pub fn read_rgba(&self) -> Result<Vec<u32>> {
+        let bytes = self.gpu.read_buffers(&[&self.rgba])?;
+        Ok(bytemuck::cast_slice(&bytes[0]).to_vec())
+    }
+
+    /// Adam's first and second moments.
+    pub fn adam_moments(&self) -> Result<[Vec<f32>; 2]> {
+        let bytes = self.gpu.read_buffers(&[&self.moments[0], &self.moments[1]])?;
+        Ok([0, 1].map(|i| bytemuck::cast_slice(&bytes[i]).to_vec()))
+    }
+
+    /// Writes Adam's moments (each of the image's length).
+    pub fn set_adam_moments(&self, m: &[f32], v: &[f32]) -> Result<()> {
+        let len = self.image_len();
+        if m.len() != len || v.len() != len {
+            return Err(Error::Shape {
+                kernel: "adam.step".into(),
+                message: format!("moments of {} and {} elements for an image of {len}", m.len(), v.len()),
+            });
+        }
+        self.gpu.queue.write_buffer(&self.moments[0], 0, bytemuck::cast_slice(m));
+        self.gpu.queue.write_buffer(&self.moments[1], 0, bytemuck::cast_slice(v));
+        Ok(())
+    }
+
     /// Copies backup `slot` back into the image.
     pub fn restore_backup(&self, slot: usize) -> Result<()> {
         submit_commands(self.gpu, "restoring the image", &[&self.restore[slot]])
@@ -507,9 +580,15 @@ impl<'g> Engine<'g> {
     }
 
     fn read_losses(&self) -> Result<Vec<f32>> {
-        let bytes = self.gpu.read_buffers(&[&self.losses])?;
+        Ok(self.read_losses_and(&[])?.0)
+    }
+
+    fn read_losses_and(&self, reads: &[&wgpu::Buffer]) -> Result<(Vec<f32>, Vec<Vec<u8>>)> {
+        let buffers: Vec<&wgpu::Buffer> = std::iter::once(&self.losses).chain(reads.iter().copied()).collect();
+        let mut bytes = self.gpu.read_buffers(&buffers)?;
+        let rest = bytes.split_off(1);
         let all: &[f32] = bytemuck::cast_slice(&bytes[0]);
-        Ok(all[..self.tape.losses.len()].to_vec())
+        Ok((all[..self.tape.losses.len()].to_vec(), rest))
     }
 
     /// Reads a tensor back (tests and diagnostics; an iteration never does this).
