@@ -9,13 +9,14 @@ use image::{ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::color::color_match;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KernelLibrary};
+use crate::gpu::{Command, Gpu, KernelLibrary};
 use crate::net::engine::Engine;
 use crate::net::tape::{LossKind, LossSpec, Tape};
 use crate::net::vgg::{min_side, Pooling};
 use crate::net::weights::Vgg19Weights;
 use crate::ops::adam::{AdamConfig, AdamParams};
-use crate::ops::image::{network_bounds, pack_rgba};
+use crate::ops::image::{network_bounds, pack_rgba, NETWORK_CHANNELS};
+use crate::optim::{Average, Lbfgs, LbfgsConfig, LbfgsOutcome};
 
 /// The content layers of Gatys et al.
 pub const DEFAULT_CONTENT_LAYERS: [&str; 1] = ["relu4_2"];
@@ -94,6 +95,102 @@ pub struct RenderOptions {
     pub style_scale: f64,
     /// Recolour each style image to the content's channel means and covariance first.
     pub color_match: bool,
+    pub optimizer: Optimizer,
+    pub lbfgs: LbfgsConfig,
+    /// Keep the exponential moving average of the iterates with this decay and output it.
+    pub average: Option<f64>,
+    pub style_layer_weights: StyleLayerWeights,
+    pub scales: Scales,
+    /// Iterations of each scale (one per scale); empty: the rule of [`RenderOptions::schedule`].
+    pub scale_iterations: Vec<u32>,
+}
+
+/// The optimiser of a render.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Optimizer {
+    #[default]
+    Adam,
+    Lbfgs,
+}
+
+/// How the style layers are weighted against each other.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum StyleLayerWeights {
+    /// Each layer's term divided by the mean square of its target Gram matrix (a relative error),
+    /// times the mean of those mean squares over the style layers: when every layer is off by the
+    /// same relative error, the style loss is what uniform weights give, so `--style-weight` keeps
+    /// its scale, but no layer outweighs the others by orders of magnitude.
+    #[default]
+    Balanced,
+    /// Every layer weighs the same (the mean over layers).
+    Uniform,
+    /// One factor per style layer, on top of the mean over layers.
+    Explicit(Vec<f64>),
+}
+
+impl std::str::FromStr for StyleLayerWeights {
+    type Err = String;
+    /// `balanced`, `uniform` or `W1,W2,...`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "balanced" => Ok(StyleLayerWeights::Balanced),
+            "uniform" => Ok(StyleLayerWeights::Uniform),
+            list => list
+                .split(',')
+                .map(|w| w.trim().parse::<f64>().ok().filter(|w| w.is_finite() && *w >= 0.0))
+                .collect::<Option<Vec<f64>>>()
+                .map(StyleLayerWeights::Explicit)
+                .ok_or_else(|| {
+                    format!("invalid style layer weights {s:?}: write balanced, uniform or numbers such as 1,1,0.5,1,1")
+                }),
+        }
+    }
+}
+
+/// The sizes a render runs at, smallest first; the last is always the output size.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum Scales {
+    /// Coarse-to-fine above [`AUTO_SCALES_ABOVE`] px (long edge): from that size up by factors of
+    /// √2 to the output size. At or below it: one scale.
+    #[default]
+    Auto,
+    /// One scale, the output size.
+    Off,
+    /// These long edges, then the output size if it is not the last.
+    List(Vec<usize>),
+    /// From a long edge, times a factor, up to the output size.
+    Geometric { start: usize, factor: f64 },
+}
+
+/// Coarse-to-fine is on by default above this long edge: every iteration at a larger size costs
+/// (pixels / 512²) times an iteration at 512, and the large forms of a painting's style are the
+/// ones the network sees at 512 px.
+pub const AUTO_SCALES_ABOVE: usize = 512;
+
+impl std::str::FromStr for Scales {
+    type Err = String;
+    /// `auto`, `off`, `128,256,512` or `START*FACTOR` (`256*1.414`).
+    fn from_str(s: &str) -> std::result::Result<Scales, String> {
+        let bad = || {
+            format!("invalid scales {s:?}: write auto, off, long edges such as 128,256,512, or START*FACTOR such as 256*1.414")
+        };
+        match s.trim() {
+            "auto" => Ok(Scales::Auto),
+            "off" => Ok(Scales::Off),
+            t if t.contains('*') => {
+                let (a, b) = t.split_once('*').ok_or_else(bad)?;
+                let start = a.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(bad)?;
+                let factor = b.trim().parse::<f64>().ok().filter(|f| f.is_finite() && *f >= 1.05).ok_or_else(bad)?;
+                Ok(Scales::Geometric { start, factor })
+            }
+            t => t
+                .split(',')
+                .map(|e| e.trim().parse::<usize>().ok().filter(|&n| n > 0))
+                .collect::<Option<Vec<_>>>()
+                .map(Scales::List)
+                .ok_or_else(bad),
+        }
+    }
 }
 
 /// Defaults of `nst render` (see the README for how they were chosen).
@@ -123,25 +220,120 @@ impl Default for RenderOptions {
             style_blend: Vec::new(),
             style_scale: 1.0,
             color_match: false,
+            optimizer: Optimizer::Adam,
+            lbfgs: LbfgsConfig::default(),
+            average: None,
+            style_layer_weights: StyleLayerWeights::Balanced,
+            scales: Scales::Auto,
+            scale_iterations: Vec::new(),
         }
     }
 }
 
 impl RenderOptions {
-    /// The loss of a render of `width x height`: each content layer weighted
-    /// `content_weight / layers`, each style layer `style_weight / layers` (the means over layers).
+    /// The loss of a render of `width x height` with every style layer's factor 1: each content
+    /// layer weighted `content_weight / layers`, each style layer `style_weight / layers` (the
+    /// means over layers).
     pub fn loss_spec(&self, width: usize, height: usize) -> LossSpec {
+        self.loss_spec_with(width, height, &vec![1.0; self.style_layers.len()])
+    }
+
+    /// [`RenderOptions::loss_spec`] with style layer `l` weighted `factors[l] * style_weight / layers`.
+    pub fn loss_spec_with(&self, width: usize, height: usize, factors: &[f64]) -> LossSpec {
         let per_layer = |layers: &[String], weight: f64| -> Vec<(String, f64)> {
             layers.iter().map(|l| (l.clone(), weight / layers.len() as f64)).collect()
         };
+        let mut style = per_layer(&self.style_layers, self.style_weight);
+        for ((_, w), f) in style.iter_mut().zip(factors) {
+            *w *= f;
+        }
         LossSpec {
             height,
             width,
             pooling: self.pooling,
             content: per_layer(&self.content_layers, self.content_weight),
-            style: per_layer(&self.style_layers, self.style_weight),
+            style,
             tv: self.tv_weight,
         }
+    }
+
+    /// The factor of each style layer, given its target Gram matrices (see [`StyleLayerWeights`]).
+    pub fn style_layer_factors(&self, targets: &[Vec<f32>]) -> Vec<f64> {
+        match &self.style_layer_weights {
+            StyleLayerWeights::Uniform => vec![1.0; targets.len()],
+            StyleLayerWeights::Explicit(w) => w.clone(),
+            StyleLayerWeights::Balanced => balanced_factors(targets),
+        }
+    }
+
+    /// The scales of a render of a `width x height` content image: (size, iterations) per scale,
+    /// smallest first, the last the output size. Without `scale_iterations`, scale k of n gets
+    /// its share of a budget of `iterations` iterations at the reference size (the output's long
+    /// edge, at most 512): half for the first scale and the rest split equally over the others,
+    /// converted to iterations at scale k by the ratio of pixels, and kept between
+    /// `max(1, iterations / 10)` and `iterations`. One scale runs `iterations`. A 1024 px render with the default
+    /// scales (512, 724, 1024) and 100 iterations runs 50, 13 and 10: the cost of about 116
+    /// iterations at 512 px.
+    pub fn schedule(&self, width: usize, height: usize) -> Result<Vec<(Size, u32)>> {
+        let (fw, fh) = self.size.of(width, height);
+        let edge = fw.max(fh);
+        let bad = |m: String| Err(Error::Options(format!("--scales: {m}")));
+        let mut edges: Vec<usize> = match &self.scales {
+            Scales::Off => vec![],
+            Scales::Auto if edge <= AUTO_SCALES_ABOVE => vec![],
+            Scales::Auto => geometric(AUTO_SCALES_ABOVE, std::f64::consts::SQRT_2, edge),
+            Scales::Geometric { start, factor } => geometric(*start, *factor, edge),
+            Scales::List(list) => {
+                if list.windows(2).any(|w| w[0] >= w[1]) {
+                    return bad(format!("{list:?} must grow from scale to scale"));
+                }
+                if list.last().is_some_and(|&l| l > edge) {
+                    return bad(format!("{list:?} go past the output's long edge of {edge} px"));
+                }
+                list.clone()
+            }
+        };
+        if edges.last() != Some(&edge) {
+            edges.push(edge);
+        }
+        let sizes: Vec<Size> = edges
+            .iter()
+            .map(|&e| match self.size {
+                Size::LongEdge(_) => Size::LongEdge(e),
+                Size::Exact { width, height } => {
+                    let side = |s: usize| ((s as f64 * e as f64 / edge as f64).round() as usize).max(1);
+                    Size::Exact { width: side(width), height: side(height) }
+                }
+            })
+            .collect();
+        let n = sizes.len();
+        let iterations: Vec<u32> = if self.scale_iterations.is_empty() && n == 1 {
+            vec![self.iterations]
+        } else if self.scale_iterations.is_empty() {
+            let reference = edge.min(AUTO_SCALES_ABOVE) as f64;
+            let budget = self.iterations as f64;
+            edges
+                .iter()
+                .enumerate()
+                .map(|(k, &e)| {
+                    let share = if k == 0 { 0.5 } else { 0.5 / (n - 1) as f64 };
+                    let its = (budget * share * (reference / e as f64).powi(2)).round();
+                    its.clamp((budget / 10.0).ceil().max(1.0), budget) as u32
+                })
+                .collect()
+        } else if self.scale_iterations.len() == n {
+            self.scale_iterations.clone()
+        } else {
+            return Err(Error::Options(format!(
+                "--scale-iterations: {} counts for {n} scales ({}); give one per scale",
+                self.scale_iterations.len(),
+                edges.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        };
+        if iterations.contains(&0) {
+            return Err(Error::Options("--scale-iterations: every scale needs at least 1 iteration".into()));
+        }
+        Ok(sizes.into_iter().zip(iterations).collect())
     }
 
     /// Refuses options no render can use, before any work: no layers, weights that are negative,
@@ -172,6 +364,31 @@ impl RenderOptions {
         }
         for layer in self.content_layers.iter().chain(&self.style_layers) {
             crate::net::vgg::layer_position(layer)?;
+        }
+        if let StyleLayerWeights::Explicit(w) = &self.style_layer_weights {
+            if w.len() != self.style_layers.len() {
+                return bad(
+                    "--style-layer-weights",
+                    format!(
+                        "{} weights for {} style layers; give one per style layer",
+                        w.len(),
+                        self.style_layers.len()
+                    ),
+                );
+            }
+        }
+        if let Some(decay) = self.average {
+            if !(0.0..1.0).contains(&decay) {
+                return bad("--average", format!("{decay} is not a decay in 0..1 (such as 0.95)"));
+            }
+        }
+        if self.lbfgs.history == 0 || self.lbfgs.history > 100 {
+            return bad("--lbfgs-history", format!("{} is not a count in 1..=100", self.lbfgs.history));
+        }
+        for (name, v) in [("--lbfgs-step", self.lbfgs.step), ("--lbfgs-first-step", self.lbfgs.first_step)] {
+            if !v.is_finite() || v <= 0.0 || v > 1e6 {
+                return bad(name, format!("{v} is not a number above 0"));
+            }
         }
         Ok(())
     }
@@ -206,6 +423,69 @@ impl RenderOptions {
         }
         Ok(side)
     }
+}
+
+/// Refuses input images smaller than the layers need.
+fn check_inputs(content: &RgbImage, styles: &[RgbImage], options: &RenderOptions) -> Result<()> {
+    let need = options.min_side()?;
+    let style_name = |i: usize| match styles.len() {
+        1 => "style image".to_string(),
+        _ => format!("style image {}", i + 1),
+    };
+    let named = std::iter::once(("content image".to_string(), content))
+        .chain(styles.iter().enumerate().map(|(i, s)| (style_name(i), s)));
+    for (what, img) in named {
+        if (img.width() as usize) < need || (img.height() as usize) < need {
+            return Err(Error::ImageSize {
+                height: img.height() as usize,
+                width: img.width() as usize,
+                message: format!("the {what} is smaller than the {need}x{need} pixels its layers need"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses, before any work, inputs smaller than the layers need and an output size the adapter
+/// cannot take (the first scale of a coarse-to-fine render is smaller, so [`Render::new`] alone
+/// would find out only at the last).
+pub fn check_output_size(
+    gpu: &Gpu,
+    library: &KernelLibrary,
+    options: &RenderOptions,
+    content: &RgbImage,
+    styles: &[RgbImage],
+) -> Result<()> {
+    check_inputs(content, styles, options)?;
+    let (width, height) = options.size.of(content.width() as usize, content.height() as usize);
+    Engine::check_fits(gpu, library, &Tape::build(&options.loss_spec(width, height))?)?;
+    Ok(())
+}
+
+/// Long edges from `start` times `factor` per scale while below `edge` (the caller appends `edge`).
+fn geometric(start: usize, factor: f64, edge: usize) -> Vec<usize> {
+    let mut edges = Vec::new();
+    let mut e = start as f64;
+    // A scale within 5% of the output size would be a second output-size scale.
+    while (e.round() as usize) < edge && e < edge as f64 * 0.95 {
+        edges.push(e.round() as usize);
+        e *= factor;
+    }
+    edges
+}
+
+/// The balanced style layer factors: `M / mean(A_l^2)` for each layer's target Gram matrix `A_l`,
+/// with `M` the mean of the `mean(A_l^2)` over the layers (so the factors times the layers' energies
+/// sum to what uniform weights give). A layer whose target is all zero keeps 1.
+pub fn balanced_factors(targets: &[Vec<f32>]) -> Vec<f64> {
+    let energy: Vec<f64> =
+        targets.iter().map(|t| t.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / t.len().max(1) as f64).collect();
+    let positive: Vec<f64> = energy.iter().copied().filter(|&e| e > 0.0 && e.is_finite()).collect();
+    if positive.is_empty() {
+        return vec![1.0; targets.len()];
+    }
+    let mean = positive.iter().sum::<f64>() / positive.len() as f64;
+    energy.iter().map(|&e| if e > 0.0 && e.is_finite() { mean / e } else { 1.0 }).collect()
 }
 
 /// Reads an image in any format the `image` crate knows, applies its EXIF orientation and
@@ -435,21 +715,33 @@ impl Losses {
     }
 }
 
-/// A render in progress: the engine with its targets set and the image being optimised.
+/// A render in progress: the engine with its targets set, the image being optimised and the
+/// optimiser's state.
 pub struct Render<'g> {
+    gpu: &'g Gpu,
     engine: Engine<'g>,
     adam: AdamConfig,
+    optimizer: Optimizer,
+    lbfgs: Option<Lbfgs>,
+    average: Option<Average>,
+    /// Set when the loss stopped being finite: the output is the restored image, not the average.
+    diverged: bool,
     bounds: ([f32; 4], [f32; 4]),
-    /// Adam steps taken.
+    /// Optimiser steps taken (Adam's count carries across scales, for its bias correction).
     steps: u32,
+    /// Steps taken at this scale.
+    scale_steps: u32,
     pub width: usize,
     pub height: usize,
     /// The content image at the render size.
     content: RgbImage,
+    /// The factor of each style layer (see [`StyleLayerWeights`]).
+    pub style_factors: Vec<f64>,
 }
 
-/// A non-finite loss, with the iteration it appeared at (1-based); the render's image is the last
-/// one whose loss was finite, from iteration `last_good` (0: the starting image).
+/// A non-finite loss, with the iteration of this render (this scale) it appeared at (1-based);
+/// the render's image is the last one whose loss was finite, from iteration `last_good` (0: the
+/// starting image).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Diverged {
     pub iteration: u32,
@@ -460,8 +752,9 @@ impl<'g> Render<'g> {
     /// Builds the engine for `options.size` of `content`, computes the style targets from
     /// `styles` (each resized so that its long edge is `style_scale` times the render's, keeping
     /// its aspect ratio; with `color_match`, recoloured to the content's colour statistics first;
-    /// blended by `style_blend`) and the content targets, and sets the starting image. Sizes are
-    /// checked against the layers and the adapter before anything large is allocated.
+    /// blended by `style_blend`), the style layer factors from them, and the content targets, and
+    /// sets the starting image. Sizes are checked against the layers and the adapter before
+    /// anything large is allocated.
     pub fn new(
         gpu: &'g Gpu,
         library: &KernelLibrary,
@@ -472,26 +765,10 @@ impl<'g> Render<'g> {
     ) -> Result<Render<'g>> {
         options.validate()?;
         let blend = options.blend_weights(styles.len())?;
-        let need = options.min_side()?;
-        let style_name = |i: usize| match styles.len() {
-            1 => "style image".to_string(),
-            _ => format!("style image {}", i + 1),
-        };
-        let named = std::iter::once(("content image".to_string(), content))
-            .chain(styles.iter().enumerate().map(|(i, s)| (style_name(i), s)));
-        for (what, img) in named {
-            if (img.width() as usize) < need || (img.height() as usize) < need {
-                return Err(Error::ImageSize {
-                    height: img.height() as usize,
-                    width: img.width() as usize,
-                    message: format!("the {what} is smaller than the {need}x{need} pixels its layers need"),
-                });
-            }
-        }
+        check_inputs(content, styles, options)?;
         let (width, height) = options.size.of(content.width() as usize, content.height() as usize);
-        let tape = Tape::build(&options.loss_spec(width, height))?;
-        // Before resizing anything to a size the adapter cannot take.
-        Engine::check_fits(gpu, library, &tape)?;
+        // Before resizing anything to a size the adapter cannot take (the factors change no shape).
+        Engine::check_fits(gpu, library, &Tape::build(&options.loss_spec(width, height))?)?;
         let content_img = resize(content, width, height);
         let style_grams = if options.style_layers.is_empty() {
             Vec::new()
@@ -510,6 +787,8 @@ impl<'g> Render<'g> {
             }
             blended.into_iter().map(|g| g.into_iter().map(|v| v as f32).collect()).collect()
         };
+        let style_factors = options.style_layer_factors(&style_grams);
+        let tape = Tape::build(&options.loss_spec_with(width, height, &style_factors))?;
 
         let engine = Engine::new(gpu, library, weights, tape)?;
         engine.set_image_rgba(&packed(&content_img))?;
@@ -527,15 +806,63 @@ impl<'g> Render<'g> {
             }
             Init::Image(img) => engine.set_image_rgba(&packed(&resize(img, width, height)))?,
         }
+        let bounds = network_bounds();
+        let lbfgs = match options.optimizer {
+            Optimizer::Lbfgs => Some(Lbfgs::new(gpu, library, &engine, options.lbfgs, bounds)?),
+            Optimizer::Adam => None,
+        };
+        let average = options.average.map(|d| Average::new(gpu, library, &engine, d)).transpose()?;
         Ok(Render {
+            gpu,
             engine,
             adam: options.adam,
-            bounds: network_bounds(),
+            optimizer: options.optimizer,
+            lbfgs,
+            average,
+            diverged: false,
+            bounds,
             steps: 0,
+            scale_steps: 0,
             width,
             height,
             content: content_img,
+            style_factors,
         })
+    }
+
+    /// The next scale of a coarse-to-fine render: a render of `options` (at its size) whose
+    /// starting image is this one's output (the average when averaging) resized bilinearly. Adam's
+    /// moments are resized too and scaled for the new pixel count (the content and style
+    /// gradients per pixel scale with 1 / pixels, so m by the ratio of pixel counts and v by its
+    /// square), and the step count carries on, so the new scale does not start with a burst of
+    /// large steps. L-BFGS starts a fresh history; the average starts again from the new image.
+    pub fn next_scale(
+        &self,
+        library: &KernelLibrary,
+        weights: &Vgg19Weights,
+        content: &RgbImage,
+        styles: &[RgbImage],
+        options: &RenderOptions,
+    ) -> Result<Render<'g>> {
+        let (h, w) = (self.height, self.width);
+        let image = self.image_net()?;
+        let moments = match self.optimizer {
+            Optimizer::Adam => Some(self.engine.adam_moments()?),
+            Optimizer::Lbfgs => None,
+        };
+        let mut next = Render::new(self.gpu, library, weights, content, styles, options)?;
+        let to = (next.height, next.width);
+        next.engine.set_image(&crate::resample::bilinear(&image, (h, w), NETWORK_CHANNELS, to))?;
+        if let Some([m, v]) = moments {
+            let ratio = (h * w) as f32 / (to.0 * to.1) as f32;
+            let mut m = crate::resample::bilinear(&m, (h, w), NETWORK_CHANNELS, to);
+            let mut v = crate::resample::bilinear(&v, (h, w), NETWORK_CHANNELS, to);
+            m.iter_mut().for_each(|x| *x *= ratio);
+            v.iter_mut().for_each(|x| *x *= ratio * ratio);
+            next.engine.set_adam_moments(&m, &v)?;
+            next.steps = self.steps;
+        }
+        Ok(next)
     }
 
     /// The engine (its tape, memory, kernel profile).
@@ -543,31 +870,71 @@ impl<'g> Render<'g> {
         &self.engine
     }
 
-    /// Adam steps taken so far.
+    /// Bytes of GPU memory this render allocated: the engine's and the optimiser's.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.engine.allocated_bytes()
+            + self.lbfgs.as_ref().map_or(0, |l| l.allocated_bytes())
+            + self.average.as_ref().map_or(0, |a| a.allocated_bytes())
+    }
+
+    /// Optimiser steps taken so far.
     pub fn steps(&self) -> u32 {
         self.steps
     }
 
-    /// One iteration: the losses of the current image, then one Adam step. When the losses are
-    /// not finite, the image goes back to the last one whose losses were (the step count with
-    /// it), and the result is `Ok(Err(Diverged))`; Adam's moments are spoilt, so the render ends.
+    /// L-BFGS correction pairs held (0 with Adam).
+    pub fn lbfgs_pairs(&self) -> usize {
+        self.lbfgs.as_ref().map_or(0, |l| l.pairs())
+    }
+
+    /// One iteration: the losses of the current image, then one optimiser step (and the
+    /// average's update). When the losses are not finite, the image goes back to the last one
+    /// whose losses were (the step count with it), and the result is `Ok(Err(Diverged))`; the
+    /// optimiser's state is spoilt, so the render ends.
     pub fn step(&mut self) -> Result<std::result::Result<Losses, Diverged>> {
+        let tail: Vec<&Command> = self.average.as_ref().map(|a| a.update()).into_iter().collect();
         let t = self.steps + 1;
-        let len = self.engine.tape.tensors[self.engine.tape.image].len;
-        let params = AdamParams::at_step(len, &self.adam, t).with_bounds(self.bounds.0, self.bounds.1);
-        let values = self.engine.iterate_with_backup(&params, (t % 2) as usize)?;
-        let losses = self.losses(&values);
-        if !losses.is_finite() {
-            // Backup t % 2 holds this step's (bad) input; the other holds the previous step's input,
-            // whose losses were finite. At the first step the starting image itself failed.
-            // At the first step, backup 1 holds the starting image, which the step overwrote.
-            let slot = if t > 1 { (t + 1) % 2 } else { t % 2 };
-            self.engine.restore_backup(slot as usize)?;
-            self.steps = t.saturating_sub(2);
-            return Ok(Err(Diverged { iteration: t, last_good: t.saturating_sub(2) }));
+        let losses = match self.optimizer {
+            Optimizer::Adam => {
+                let len = self.engine.image_len();
+                let params = AdamParams::at_step(len, &self.adam, t).with_bounds(self.bounds.0, self.bounds.1);
+                let values = self.engine.iterate_adam_then(&params, (t % 2) as usize, &tail)?;
+                let losses = self.losses(&values);
+                if !losses.is_finite() {
+                    // Backup t % 2 holds this step's (bad) input; the other holds the previous
+                    // step's input, whose losses were finite. At the first step of this scale,
+                    // only backup t % 2 was written: the starting image, which the step overwrote.
+                    let slot = if self.scale_steps > 0 { (t + 1) % 2 } else { t % 2 };
+                    self.engine.restore_backup(slot as usize)?;
+                    return Ok(Err(self.diverge()));
+                }
+                losses
+            }
+            Optimizer::Lbfgs => {
+                let lbfgs = self.lbfgs.as_mut().expect("made for L-BFGS");
+                match lbfgs.iterate(self.gpu, &self.engine, &tail)? {
+                    LbfgsOutcome::Stepped(values) | LbfgsOutcome::Undone(values) => self.losses(&values),
+                    LbfgsOutcome::Diverged => return Ok(Err(self.diverge())),
+                }
+            }
+        };
+        if let Some(a) = self.average.as_mut() {
+            a.counted();
         }
         self.steps = t;
+        self.scale_steps += 1;
         Ok(Ok(losses))
+    }
+
+    /// The image was restored to the last one whose loss was finite: one step back (at the first
+    /// step of a scale, none).
+    fn diverge(&mut self) -> Diverged {
+        self.diverged = true;
+        let k = self.scale_steps + 1;
+        let back = self.scale_steps.min(1);
+        self.steps -= back;
+        self.scale_steps -= back;
+        Diverged { iteration: k, last_good: k.saturating_sub(2) }
     }
 
     fn losses(&self, values: &[f32]) -> Losses {
@@ -584,9 +951,18 @@ impl<'g> Render<'g> {
         l
     }
 
-    /// The current image, read back from the GPU.
+    /// The average, when there is one to output (averaging on, at least one step, no divergence).
+    fn output_average(&self) -> Option<&Average> {
+        self.average.as_ref().filter(|a| a.steps() > 0 && !self.diverged)
+    }
+
+    /// The output image, read back from the GPU: the current image, or with averaging the
+    /// averaged one.
     pub fn image(&self) -> Result<RgbImage> {
-        let rgba = self.engine.image_rgba()?;
+        let rgba = match self.output_average() {
+            Some(a) => a.image_rgba(self.gpu, &self.engine)?,
+            None => self.engine.image_rgba()?,
+        };
         let bytes: Vec<u8> = rgba
             .iter()
             .flat_map(|p| {
@@ -597,15 +973,28 @@ impl<'g> Render<'g> {
         Ok(RgbImage::from_raw(self.width as u32, self.height as u32, bytes).expect("one RGB triple per pixel"))
     }
 
+    /// The output image in the network's convention (HWC, BGR minus the mean, 4 channels).
+    pub fn image_net(&self) -> Result<Vec<f32>> {
+        match self.output_average() {
+            Some(a) => a.image_net(self.gpu),
+            None => self.engine.read(self.engine.tape.image),
+        }
+    }
+
+    /// The image being optimised (not the average), in the network's convention.
+    pub fn iterate_net(&self) -> Result<Vec<f32>> {
+        self.engine.read(self.engine.tape.image)
+    }
+
     /// The content image at the render size.
     pub fn content(&self) -> &RgbImage {
         &self.content
     }
 
-    /// The current image as RGB values on the 0..255 scale, unclamped and unrounded: for 16-bit
+    /// The output image as RGB values on the 0..255 scale, unclamped and unrounded: for 16-bit
     /// output and colour preservation.
     pub fn image_rgb(&self) -> Result<Vec<[f64; 3]>> {
-        let net = self.engine.read(self.engine.tape.image)?;
+        let net = self.image_net()?;
         let [mr, mg, mb] = crate::ops::image::VGG_MEAN_RGB.map(f64::from);
         Ok(net.chunks_exact(4).map(|p| [p[2] as f64 + mr, p[1] as f64 + mg, p[0] as f64 + mb]).collect())
     }
@@ -656,4 +1045,101 @@ pub fn splitmix64(state: &mut u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+
+    fn options(size: Size, iterations: u32, scales: Scales) -> RenderOptions {
+        RenderOptions { size, iterations, scales, ..RenderOptions::default() }
+    }
+
+    /// Cost of a schedule in iterations at 512x512 (an iteration's cost is proportional to pixels).
+    fn cost(schedule: &[(Size, u32)], width: usize, height: usize) -> f64 {
+        schedule
+            .iter()
+            .map(|&(size, n)| {
+                let (w, h) = size.of(width, height);
+                n as f64 * (w * h) as f64 / (512.0 * 512.0)
+            })
+            .sum()
+    }
+
+    #[test]
+    fn at_or_below_512_px_the_default_is_one_scale_with_every_iteration() {
+        let s = options(Size::LongEdge(512), 100, Scales::Auto).schedule(1024, 768).unwrap();
+        assert_eq!(s, vec![(Size::LongEdge(512), 100)]);
+        let s = options(Size::LongEdge(700), 100, Scales::Off).schedule(1024, 768).unwrap();
+        assert_eq!(s, vec![(Size::LongEdge(700), 100)]);
+    }
+
+    #[test]
+    fn a_1024_px_render_costs_not_much_more_than_a_single_scale_512_px_render() {
+        let s = options(Size::LongEdge(1024), 100, Scales::Auto).schedule(1024, 1024).unwrap();
+        let edges: Vec<Size> = s.iter().map(|&(e, _)| e).collect();
+        assert_eq!(edges, vec![Size::LongEdge(512), Size::LongEdge(724), Size::LongEdge(1024)]);
+        assert_eq!(s.iter().map(|&(_, n)| n).collect::<Vec<_>>(), vec![50, 13, 10]);
+        let single = cost(&options(Size::LongEdge(512), 100, Scales::Off).schedule(1024, 1024).unwrap(), 1024, 1024);
+        let coarse_to_fine = cost(&s, 1024, 1024);
+        assert!((single - 100.0).abs() < 1e-9);
+        assert!(coarse_to_fine <= 1.2 * single, "{coarse_to_fine} vs {single}");
+    }
+
+    #[test]
+    fn listed_and_geometric_scales_end_at_the_output_size() {
+        let s = options(Size::LongEdge(512), 100, Scales::List(vec![128, 256])).schedule(640, 480).unwrap();
+        assert_eq!(s, vec![(Size::LongEdge(128), 100), (Size::LongEdge(256), 100), (Size::LongEdge(512), 25)]);
+        let s =
+            options(Size::LongEdge(500), 40, Scales::Geometric { start: 125, factor: 2.0 }).schedule(10, 10).unwrap();
+        let edges: Vec<Size> = s.iter().map(|&(e, _)| e).collect();
+        assert_eq!(edges, vec![Size::LongEdge(125), Size::LongEdge(250), Size::LongEdge(500)]);
+        // An exact size keeps its aspect ratio at every scale.
+        let exact = Size::Exact { width: 427, height: 281 };
+        let s = options(exact, 10, Scales::List(vec![301])).schedule(1, 1).unwrap();
+        assert_eq!(s[0].0, Size::Exact { width: 301, height: 198 });
+        assert_eq!(s[1].0, exact);
+    }
+
+    #[test]
+    fn explicit_scale_iterations_need_one_count_per_scale() {
+        let mut o = options(Size::LongEdge(512), 100, Scales::List(vec![128, 256]));
+        o.scale_iterations = vec![10, 20, 30];
+        assert_eq!(o.schedule(512, 512).unwrap().iter().map(|s| s.1).collect::<Vec<_>>(), vec![10, 20, 30]);
+        o.scale_iterations = vec![10, 20];
+        let e = o.schedule(512, 512).unwrap_err().to_string();
+        assert!(e.contains("--scale-iterations") && e.contains("3 scales"), "{e}");
+        let o = options(Size::LongEdge(512), 100, Scales::List(vec![256, 128]));
+        assert!(o.schedule(512, 512).unwrap_err().to_string().contains("must grow"));
+        let o = options(Size::LongEdge(256), 100, Scales::List(vec![128, 512]));
+        assert!(o.schedule(512, 512).unwrap_err().to_string().contains("go past"));
+    }
+
+    #[test]
+    fn scales_and_layer_weights_parse_from_the_command_line_forms() {
+        assert_eq!("auto".parse::<Scales>().unwrap(), Scales::Auto);
+        assert_eq!("128,256,512".parse::<Scales>().unwrap(), Scales::List(vec![128, 256, 512]));
+        assert_eq!("256*1.5".parse::<Scales>().unwrap(), Scales::Geometric { start: 256, factor: 1.5 });
+        assert!("256*1.01".parse::<Scales>().is_err());
+        assert!("128,x".parse::<Scales>().is_err());
+        assert_eq!("uniform".parse::<StyleLayerWeights>().unwrap(), StyleLayerWeights::Uniform);
+        assert_eq!("1,0.5".parse::<StyleLayerWeights>().unwrap(), StyleLayerWeights::Explicit(vec![1.0, 0.5]));
+        assert!("1,-2".parse::<StyleLayerWeights>().is_err());
+    }
+
+    #[test]
+    fn balanced_factors_equalise_the_layers_and_keep_the_uniform_total() {
+        // Targets whose mean squares differ by six orders of magnitude.
+        let targets: Vec<Vec<f32>> = vec![vec![0.001; 16], vec![1.0, -1.0, 1.0, -1.0], vec![0.0; 9], vec![30.0; 4]];
+        let f = balanced_factors(&targets);
+        let energy: Vec<f64> =
+            targets.iter().map(|t| t.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / t.len() as f64).collect();
+        assert_eq!(f[2], 1.0, "an all-zero target keeps factor 1");
+        let weighted: Vec<f64> = [0, 1, 3].iter().map(|&l| f[l] * energy[l]).collect();
+        for w in &weighted {
+            assert!((w / weighted[0] - 1.0).abs() < 1e-5, "{weighted:?}");
+        }
+        let uniform: f64 = [0, 1, 3].iter().map(|&l| energy[l]).sum();
+        assert!((weighted.iter().sum::<f64>() / uniform - 1.0).abs() < 1e-5);
+    }
 }

@@ -87,12 +87,14 @@ fn a_small_default_render_lowers_the_loss_by_a_large_factor_and_logs_every_itera
         assert!(line["content_layers"]["relu4_2"].is_number());
     }
     // From the content image the content term starts at 0 and grows while the style term falls:
-    // measured at this size on lavapipe, the total falls 3.5x and the style term 8.7x.
+    // measured at this size on lavapipe with the balanced style layer weights (the default), the
+    // total falls 2.9x and the style term 5.8x (with uniform weights 3.5x and 8.7x: the shallow
+    // layers, which uniform weights all but ignore, are slower to match).
     let value = |i: usize, key: &str| lines[i][key].as_f64().unwrap();
     let (first, last) = (value(0, "total"), value(29, "total"));
-    assert!(last < first / 3.0, "total loss fell only from {first:e} to {last:e}");
+    assert!(last < first / 2.5, "total loss fell only from {first:e} to {last:e}");
     let (first, last) = (value(0, "style"), value(29, "style"));
-    assert!(last < first / 5.0, "style loss fell only from {first:e} to {last:e}");
+    assert!(last < first / 4.0, "style loss fell only from {first:e} to {last:e}");
     assert_eq!(value(0, "content"), 0.0, "the render starts from the content image");
 
     let rendered = image::open(&out).unwrap().to_rgb8();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Args;
 use nst::gpu::{Gpu, GpuOptions, KernelLibrary};
 use nst::net::{LossKind, Pooling, Vgg19Weights};
-use nst::render::{self, defaults, Depth, Init, Losses, Render, RenderOptions, Size};
+use nst::render::{self, defaults, Depth, Init, Losses, Optimizer, Render, RenderOptions, Size};
 
 use super::progress::Progress;
 
@@ -78,17 +78,50 @@ pub struct RenderArgs {
     #[arg(long, help_heading = "Style")]
     pub preserve_colors: bool,
 
-    /// Pooling between VGG19's blocks: max or avg.
+    /// How the style layers weigh against each other: balanced (each layer's term divided by the
+    /// mean square of its target Gram matrix, times the geometric mean of those over the layers),
+    /// uniform, or one factor per style layer (W1,W2,...).
+    #[arg(long, default_value = "balanced", value_name = "balanced|uniform|W1,W2,...", help_heading = "Loss")]
+    pub style_layer_weights: String,
+    /// Pooling between VGG19's blocks: max, or avg (each average pool's output rescaled so that
+    /// its mean matches max pooling's, so the same loss weights fit).
     #[arg(long, default_value = "max", value_parser = ["max", "avg"], help_heading = "Loss")]
     pub pooling: String,
 
-    /// Adam steps.
+    /// Iterations (one gradient each). With several scales, the budget the scales share (see
+    /// --scales); --scale-iterations sets each scale's count instead.
     #[arg(long, default_value_t = defaults::ITERATIONS, value_parser = positive, allow_hyphen_values = true,
           help_heading = "Optimisation")]
     pub iterations: u32,
+    /// The optimiser: adam, or lbfgs (the quasi-Newton method of the original paper).
+    #[arg(long, default_value = "adam", value_parser = ["adam", "lbfgs"], help_heading = "Optimisation")]
+    pub optimizer: String,
     /// Adam's learning rate, in pixel values (0..255).
     #[arg(long, default_value_t = defaults::LR, allow_hyphen_values = true, help_heading = "Optimisation")]
     pub lr: f64,
+    /// L-BFGS: correction pairs kept.
+    #[arg(long, default_value_t = 10, value_name = "M", help_heading = "Optimisation")]
+    pub lbfgs_history: usize,
+    /// L-BFGS: step length along the quasi-Newton direction (a step that raises the loss is undone).
+    #[arg(long, default_value_t = 1.0, value_name = "T", help_heading = "Optimisation")]
+    pub lbfgs_step: f64,
+    /// L-BFGS: RMS change of the pixel values (0..255) of the first step, a gradient step.
+    #[arg(long, default_value_t = 1.0, value_name = "RMS", help_heading = "Optimisation")]
+    pub lbfgs_first_step: f64,
+    /// Output the exponential moving average of the iterates (bias-corrected) with this decay
+    /// (such as 0.95) instead of the last iterate; each scale starts from its predecessor's average.
+    #[arg(long, value_name = "DECAY", help_heading = "Optimisation")]
+    pub average: Option<f64>,
+    /// Coarse-to-fine: auto (on above 512 px: 512, then times √2 up to --size), off, long edges
+    /// (128,256,512), or START*FACTOR (256*1.414). Each scale starts from the previous result
+    /// upsampled, with its own style targets.
+    #[arg(long, default_value = "auto", value_name = "auto|off|E1,E2,...|START*FACTOR", help_heading = "Optimisation")]
+    pub scales: String,
+    /// Iterations of each scale, one per scale. Default: scale k gets its share of --iterations
+    /// at min(size, 512) px (half for the first scale, the rest split equally), converted by the
+    /// ratio of pixels and kept between iterations/10 and iterations.
+    #[arg(long, value_delimiter = ',', value_name = "N1,N2,...", help_heading = "Optimisation")]
+    pub scale_iterations: Vec<u32>,
     /// Seed of the noise start (`--init noise`); a render is deterministic for a seed and adapter.
     #[arg(long, default_value_t = 0, help_heading = "Optimisation")]
     pub seed: u64,
@@ -144,6 +177,16 @@ impl RenderArgs {
             style_blend: self.style_blend.clone(),
             style_scale: self.style_scale,
             color_match: self.color_match,
+            optimizer: if self.optimizer == "lbfgs" { Optimizer::Lbfgs } else { Optimizer::Adam },
+            lbfgs: nst::optim::LbfgsConfig {
+                history: self.lbfgs_history,
+                step: self.lbfgs_step,
+                first_step: self.lbfgs_first_step,
+            },
+            average: self.average,
+            style_layer_weights: self.style_layer_weights.parse().map_err(nst::Error::Options)?,
+            scales: self.scales.parse().map_err(nst::Error::Options)?,
+            scale_iterations: self.scale_iterations.clone(),
         };
         options.validate()?;
         options.blend_weights(self.styles.len())?;
@@ -221,18 +264,35 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
         Some(p) => Vgg19Weights::from_file(p)?,
         None => Vgg19Weights::embedded()?,
     };
+    render::check_output_size(&gpu, &library, &options, &content, &styles)?;
+    let schedule = options.schedule(content.width() as usize, content.height() as usize)?;
+    let total: u32 = schedule.iter().map(|&(_, n)| n).sum();
+    let at_scale = |size: Size| RenderOptions { size, ..options.clone() };
     let setup = std::time::Instant::now();
-    let mut render = Render::new(&gpu, &library, &weights, &content, &styles, &options)?;
-    let mut progress = Progress::new(options.iterations, args.quiet);
+    let mut render = Render::new(&gpu, &library, &weights, &content, &styles, &at_scale(schedule[0].0))?;
+    let mut progress = Progress::new(total, args.quiet);
+    let (out_w, out_h) = options.size.of(content.width() as usize, content.height() as usize);
+    let optimizer = match options.optimizer {
+        Optimizer::Adam => "Adam",
+        Optimizer::Lbfgs => "L-BFGS",
+    };
     progress.say(&format!(
-        "nst: {}x{} px, {} iterations on {}; {} MiB of GPU memory; targets ready in {:.1} s",
-        render.width,
-        render.height,
-        options.iterations,
+        "nst: {out_w}x{out_h} px, {total} iterations ({optimizer}) on {}; {} MiB of GPU memory at the first scale; \
+         targets ready in {:.1} s",
         gpu.describe(),
-        render.engine().allocated_bytes() >> 20,
+        render.allocated_bytes() >> 20,
         setup.elapsed().as_secs_f64()
     ));
+    if schedule.len() > 1 {
+        let scales: Vec<String> = schedule
+            .iter()
+            .map(|&(size, n)| {
+                let (w, h) = size.of(content.width() as usize, content.height() as usize);
+                format!("{w}x{h} x {n}")
+            })
+            .collect();
+        progress.say(&format!("nst: scales {}", scales.join(", ")));
+    }
 
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -249,55 +309,64 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
     }
     // Test hook: fill the image with NaN before iteration N, to exercise the divergence path.
     let inject_nan_at: Option<u32> = std::env::var("NST_INJECT_NAN_AT").ok().and_then(|v| v.parse().ok());
-    for t in 1..=options.iterations {
-        if interrupted.load(Ordering::SeqCst) {
-            progress.finish_line();
-            save(&render, &args.output)?;
-            return Err(Failure::Interrupted(format!(
-                "interrupted after {} iterations; wrote {}",
-                render.steps(),
-                args.output.display()
-            )));
+    let mut t = 0;
+    for (scale, &(size, iterations)) in schedule.iter().enumerate() {
+        if scale > 0 {
+            render = render.next_scale(&library, &weights, &content, &styles, &at_scale(size))?;
         }
-        if inject_nan_at == Some(t) {
-            render.poison_image();
-        }
-        let losses = match render.step()? {
-            Ok(losses) => losses,
-            Err(diverged) => {
+        for _ in 0..iterations {
+            t += 1;
+            if interrupted.load(Ordering::SeqCst) {
                 progress.finish_line();
-                let advice = "try a lower --lr or smaller loss weights";
-                if diverged.iteration == 1 {
-                    return Err(Failure::Diverged(format!(
-                        "the loss of the starting image is not finite; nothing written; {advice}"
-                    )));
-                }
                 save(&render, &args.output)?;
-                return Err(Failure::Diverged(format!(
-                    "the loss became NaN or infinite at iteration {}; wrote the last good image (after {} \
-                     iterations) to {}; {advice}",
-                    diverged.iteration,
-                    diverged.last_good,
+                return Err(Failure::Interrupted(format!(
+                    "interrupted after {} iterations; wrote {}",
+                    t - 1,
                     args.output.display()
                 )));
             }
-        };
-        let elapsed = progress.elapsed();
-        if let Some(path) = &args.log {
-            let log_error = |e: std::io::Error| nst::Error::Output {
-                path: path.display().to_string(),
-                message: format!("cannot write the log ({e})"),
-            };
-            if log.is_none() {
-                log = Some(std::io::BufWriter::new(std::fs::File::create(path).map_err(log_error)?));
+            if inject_nan_at == Some(t) {
+                render.poison_image();
             }
-            let file = log.as_mut().expect("created above");
-            let line = json_line(t, elapsed, &losses);
-            writeln!(file, "{line}").and_then(|_| file.flush()).map_err(log_error)?;
-        }
-        progress.update(t, &losses);
-        if args.save_every.is_some_and(|n| t % n == 0 && t < options.iterations) {
-            save(&render, &args.snapshot_path(t))?;
+            let losses = match render.step()? {
+                Ok(losses) => losses,
+                Err(diverged) => {
+                    progress.finish_line();
+                    let advice = "try a lower --lr or smaller loss weights";
+                    // Counted from the first iteration of the whole render, not of this scale.
+                    let last_good = t - diverged.iteration + diverged.last_good;
+                    if t == 1 {
+                        return Err(Failure::Diverged(format!(
+                            "the loss of the starting image is not finite; nothing written; {advice}"
+                        )));
+                    }
+                    save(&render, &args.output)?;
+                    return Err(Failure::Diverged(format!(
+                        "the loss became NaN or infinite at iteration {}; wrote the last good image (after {} \
+                     iterations) to {}; {advice}",
+                        t,
+                        last_good,
+                        args.output.display()
+                    )));
+                }
+            };
+            let elapsed = progress.elapsed();
+            if let Some(path) = &args.log {
+                let log_error = |e: std::io::Error| nst::Error::Output {
+                    path: path.display().to_string(),
+                    message: format!("cannot write the log ({e})"),
+                };
+                if log.is_none() {
+                    log = Some(std::io::BufWriter::new(std::fs::File::create(path).map_err(log_error)?));
+                }
+                let file = log.as_mut().expect("created above");
+                let line = json_line(t, elapsed, &losses);
+                writeln!(file, "{line}").and_then(|_| file.flush()).map_err(log_error)?;
+            }
+            progress.update(t, &losses);
+            if args.save_every.is_some_and(|n| t % n == 0 && t < total) {
+                save(&render, &args.snapshot_path(t))?;
+            }
         }
     }
     save(&render, &args.output)?;
@@ -306,7 +375,7 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
         args.output.display(),
         render.width,
         render.height,
-        options.iterations,
+        total,
         setup.elapsed().as_secs_f64()
     ));
     Ok(())
