@@ -325,8 +325,9 @@ impl RenderOptions {
             self.scale_iterations.clone()
         } else {
             return Err(Error::Options(format!(
-                "--scale-iterations: {} counts for {n} scales ({}); give one per scale",
+                "--scale-iterations: {} counts for {n} scale{} ({}); give one per scale",
                 self.scale_iterations.len(),
+                if n == 1 { "" } else { "s" },
                 edges.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
             )));
         };

@@ -8,6 +8,8 @@ use nst::render::Losses;
 
 pub struct Progress {
     total: u32,
+    /// The relative cost of each iteration (its scale's pixels), for the time left.
+    cost: Vec<f64>,
     start: Instant,
     last_line: Option<Instant>,
     terminal: bool,
@@ -24,8 +26,17 @@ fn duration(seconds: f64) -> String {
 }
 
 impl Progress {
-    pub fn new(total: u32, quiet: bool) -> Progress {
-        Progress { total, start: Instant::now(), last_line: None, terminal: std::io::stderr().is_terminal(), quiet }
+    /// Progress over iterations of different costs (a coarse-to-fine render: each iteration's
+    /// pixels), so that the time left counts the larger scales' iterations as the longer ones.
+    pub fn with_costs(cost: Vec<f64>, quiet: bool) -> Progress {
+        Progress {
+            total: cost.len() as u32,
+            cost,
+            start: Instant::now(),
+            last_line: None,
+            terminal: std::io::stderr().is_terminal(),
+            quiet,
+        }
     }
 
     /// Seconds since the first iteration started.
@@ -40,7 +51,8 @@ impl Progress {
         }
         let elapsed = self.elapsed();
         let rate = done as f64 / elapsed.max(1e-9);
-        let eta = (self.total - done) as f64 / rate;
+        let (spent, left) = self.cost.split_at((done as usize).min(self.cost.len()));
+        let eta = elapsed * left.iter().sum::<f64>() / spent.iter().sum::<f64>().max(f64::MIN_POSITIVE);
         let speed = if rate >= 1.0 { format!("{rate:.2} it/s") } else { format!("{:.2} s/it", 1.0 / rate) };
         let terms = format!(
             "loss {:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})",

@@ -270,7 +270,14 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
     let at_scale = |size: Size| RenderOptions { size, ..options.clone() };
     let setup = std::time::Instant::now();
     let mut render = Render::new(&gpu, &library, &weights, &content, &styles, &at_scale(schedule[0].0))?;
-    let mut progress = Progress::new(total, args.quiet);
+    let cost: Vec<f64> = schedule
+        .iter()
+        .flat_map(|&(size, n)| {
+            let (w, h) = size.of(content.width() as usize, content.height() as usize);
+            std::iter::repeat_n((w * h) as f64, n as usize)
+        })
+        .collect();
+    let mut progress = Progress::with_costs(cost, args.quiet);
     let (out_w, out_h) = options.size.of(content.width() as usize, content.height() as usize);
     let optimizer = match options.optimizer {
         Optimizer::Adam => "Adam",
