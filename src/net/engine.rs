@@ -434,17 +434,6 @@ impl<'g> Engine<'g> {
         self.read_losses()
     }
 
-    /// [`Engine::iterate`] with the Adam step, which first copies the image (the one whose losses
-    /// it returns) into backup `slot` (0 or 1). A render alternates the slots, so that when a step's
-    /// losses are not finite, the other slot holds the last image whose losses were.
-    pub fn iterate_with_backup(&self, adam: &AdamParams, slot: usize) -> Result<Vec<f32>> {
-        self.set_adam(adam);
-        let commands: Vec<&Command> =
-            self.forward.iter().chain(&self.backward).chain([&self.backup[slot], &self.adam]).collect();
-        submit_commands(self.gpu, "iteration", &commands)?;
-        self.read_losses()
-    }
-
     /// One iteration in one command encoder: forward, losses, backward to the image, then `tail`
     /// (an optimiser's commands). Returns the loss of each slot and the contents of `reads`, read
     /// back together.
@@ -454,7 +443,10 @@ impl<'g> Engine<'g> {
         self.read_losses_and(reads)
     }
 
-    /// [`Engine::iterate_with_backup`] followed by `tail` in the same command encoder.
+    /// [`Engine::iterate`] with the Adam step, which first copies the image (the one whose losses
+    /// it returns) into backup `slot` (0 or 1). A render alternates the slots, so that when a step's
+    /// losses are not finite, the other slot holds the last image whose losses were.
+    /// `tail` (the moving average's update) follows the step in the same command encoder.
     pub fn iterate_adam_then(&self, adam: &AdamParams, slot: usize, tail: &[&Command]) -> Result<Vec<f32>> {
         self.set_adam(adam);
         let mut commands: Vec<&Command> =
