@@ -297,7 +297,7 @@ impl Lbfgs {
 /// `(s, y)`), `H g` with `H0 = gamma I`, `gamma = s.y / y.y` of the newest pair (`gamma0` when
 /// there is none). The GPU computes the same with [`vector`]'s kernels; the step is `x - t H g`.
 pub fn two_loop(pairs: &[(Vec<f64>, Vec<f64>)], g: &[f64], gamma0: f64) -> Vec<f64> {
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let dot = vector::dot::<f64>;
     let mut q = g.to_vec();
     let mut alpha = vec![0.0; pairs.len()];
     for (i, (s, y)) in pairs.iter().enumerate().rev() {

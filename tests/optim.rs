@@ -68,7 +68,7 @@ fn every_lbfgs_step_is_the_cpu_two_loop_recursion_of_the_pairs_it_kept() {
         let g = wide(&r.engine().read(grad_id).unwrap());
         let f = total(&losses);
         let after = r.iterate_net().unwrap();
-        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
+        let dot = nst::ops::vector::dot::<f64>;
         // What the step should have been, on the CPU in f64.
         let want: Vec<f64> = match &previous {
             Some((xp, gp, fp)) if f > *fp => {
