@@ -12,6 +12,7 @@ use crate::ops::adam::{self, AdamConfig, AdamParams};
 use crate::ops::conv3x3::{self, Conv3x3Params};
 use crate::ops::conv3x3_subgroup as fast;
 use crate::ops::gram::{self, GramParams};
+use crate::ops::gram_subgroup;
 use crate::ops::maxpool2::{self, Pool2Params};
 use crate::ops::relu::{self, ReluParams};
 use crate::ops::sqdiff::{self, SqDiffParams};
@@ -128,6 +129,22 @@ impl Bench<'_> {
         self.run("gram", "gram_pointwise.forward", format!("{side}x{side}x{c}"), Work::Flops(g.flops()), commands)
     }
 
+    /// The fast Gram forward as the engine runs it: the copy of the features into their texture,
+    /// the partials over slices of positions, their sum (`gram_subgroup::forward_commands`).
+    fn gram_forward_subgroup(&mut self, side: usize, c: usize) -> Result<()> {
+        let g = gram_subgroup::GramSliceParams::new(side, side, c);
+        if !gram_subgroup::available(self.gpu, self.library, &g) {
+            return Ok(());
+        }
+        let (features, out) = (self.buffer(g.features_len()), self.buffer(g.gram_len()));
+        let partials = self.buffer(g.partials_len());
+        let texture = fast::create_texture(self.gpu, "gram features", g.texture_size());
+        let commands =
+            gram_subgroup::forward_commands(self.gpu, self.library, &g, &features, &texture, &partials, &out)?;
+        let name = format!("gram_subgroup.partials + sum ({} slices)", g.slices);
+        self.run("gram", &name, format!("{side}x{side}x{c}"), Work::Flops(g.flops()), commands)
+    }
+
     /// The Gram backward as the engine runs it with subgroups: symmetrize, then a pointwise conv.
     fn gram_backward_pointwise(&mut self, side: usize, c: usize) -> Result<()> {
         let g = GramParams::new(side, side, c);
@@ -224,6 +241,7 @@ pub fn kernel_benchmarks(
             }
             if subgroups {
                 b.gram_forward_pointwise(gs, gc)?;
+                b.gram_forward_subgroup(gs, gc)?;
                 b.gram_backward_pointwise(gs, gc)?;
             }
         }

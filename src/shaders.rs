@@ -75,6 +75,10 @@ fn conv1x1_co32(sg: usize) -> String {
     conv3x3_subgroup::instantiate_sized(sg, 32, Operands::Storage, 1)
 }
 
+fn gram_subgroup(_sg: usize) -> String {
+    crate::ops::gram_subgroup::instantiate()
+}
+
 const CONV_TEMPLATE: &str = "shaders/conv3x3_subgroup.wgsl.tmpl";
 
 /// Every generated shader; built only on adapters with subgroup operations.
@@ -84,6 +88,11 @@ pub const GENERATED: &[GeneratedShader] = &[
     GeneratedShader { name: "conv3x3_subgroup_tex_co16", template: CONV_TEMPLATE, generate: conv_tex_co16 },
     GeneratedShader { name: "conv3x3_subgroup_tex_co4", template: CONV_TEMPLATE, generate: conv_tex_co4 },
     GeneratedShader { name: "conv1x1_subgroup_co32", template: CONV_TEMPLATE, generate: conv1x1_co32 },
+    GeneratedShader {
+        name: crate::ops::gram_subgroup::SHADER,
+        template: "shaders/gram_subgroup.wgsl.tmpl",
+        generate: gram_subgroup,
+    },
 ];
 
 /// Subgroup sizes the generated shaders are checked at: every power of two an adapter may report.

@@ -7,7 +7,10 @@ mod common;
 
 use common::{assert_close, assert_close_bound, assert_same_u32, bytes, floats, to_f64, Rng};
 use nst::gpu::{run_once, submit, submit_commands, Command, Step};
-use nst::ops::{adam, avgpool2, conv3x3, conv3x3_subgroup, gram, image, maxpool2, reduce, relu, sqdiff, transpose, tv};
+use nst::ops::{
+    adam, avgpool2, conv3x3, conv3x3_subgroup, gram, gram_subgroup, image, maxpool2, reduce, relu, sqdiff, transpose,
+    tv,
+};
 use nst::ops::{adam::AdamParams, conv3x3::Conv3x3Params, gram::GramParams, maxpool2::Pool2Params};
 
 /// A dot product of K f32 terms of magnitude ~1 is off by a few units of 1e-7 * sqrt(K); 1e-4 leaves
@@ -293,6 +296,61 @@ fn check_gram(h: usize, w: usize, c: usize, seed: u64) {
             assert_close(&what, &got, &want, &[h * w, c], DOT_ATOL, DOT_RTOL);
         }
     }
+}
+
+/// The fast Gram forward (`gram_subgroup`: a copy into the features' texture, partials over slices of
+/// `slice_len` positions, their sum) against `want`; the partials against their CPU twin too.
+fn check_gram_subgroup(h: usize, w: usize, c: usize, slice_len: Option<usize>, seed: u64) {
+    let (gpu, lib) = common::gpu().unwrap();
+    let p = gram_subgroup::GramSliceParams::new(h, w, c);
+    let p = slice_len.map_or(p, |n| p.with_slice_len(n));
+    let what = format!("gram_subgroup {h}x{w}x{c}, {} slices of {}", p.slices, p.slice_len);
+    assert!(gram_subgroup::available(gpu, lib, &p), "{what} does not suit the kernel here");
+    let mut rng = Rng::new(seed);
+    let features: Vec<f32> = rng.vec_f32(p.features_len(), -0.5, 1.5).into_iter().map(|v| v.max(0.0)).collect();
+    let fb = gpu.buffer_from("features", bytes(&features));
+    let texture = conv3x3_subgroup::create_texture(gpu, "gram features", p.texture_size());
+    // Both outputs start as garbage: every element must be overwritten.
+    let partials = gpu.buffer_from("partials", bytes(&vec![7.0f32; p.partials_len()]));
+    let out = gpu.buffer_from("gram", bytes(&vec![7.0f32; p.gram_len()]));
+    let commands = gram_subgroup::forward_commands(gpu, lib, &p, &fb, &texture, &partials, &out).unwrap();
+    let refs: Vec<&Command> = commands.iter().collect();
+    submit_commands(gpu, "gram_subgroup forward", &refs).unwrap();
+    let read = gpu.read_buffers(&[&partials, &out]).unwrap();
+    let mut want_partials = vec![0.0; p.partials_len()];
+    gram_subgroup::partials(&p, &to_f64(&features), &mut want_partials);
+    let shape = [p.slices as usize, c, c];
+    assert_close(&format!("{what}: partials"), &floats(&read[0]), &want_partials, &shape, DOT_ATOL, DOT_RTOL);
+    let mut want = vec![0.0; p.gram_len()];
+    gram::forward(&GramParams::new(h, w, c), &to_f64(&features), &mut want);
+    assert_close(&format!("{what}: gram"), &floats(&read[1]), &want, &[c, c], DOT_ATOL, DOT_RTOL);
+}
+
+#[test]
+fn fast_gram_forward_matches_cpu_with_uneven_slices_and_row_wraps() {
+    if common::gpu().is_none() || !fast_conv_available() {
+        return;
+    }
+    // One position; rows of 4 (the smallest copyable width at 16 channels); slices that end mid-row
+    // and a last slice shorter than the rest; 272 channels: a second, partly dead block of rows.
+    check_gram_subgroup(1, 4, 16, None, 300);
+    check_gram_subgroup(1, 4, 16, Some(1), 301);
+    check_gram_subgroup(7, 4, 64, Some(5), 302);
+    check_gram_subgroup(9, 16, 32, Some(23), 303);
+    check_gram_subgroup(3, 16, 272, Some(7), 304);
+    check_gram_subgroup(13, 12, 48, None, 305);
+}
+
+#[test]
+fn fast_gram_forward_matches_cpu_at_vgg_channel_counts() {
+    if common::gpu().is_none() || !fast_conv_available() {
+        return;
+    }
+    // The engine's own slicing at VGG19's channel counts, at small maps.
+    check_gram_subgroup(32, 32, 64, None, 310);
+    check_gram_subgroup(16, 16, 128, None, 311);
+    check_gram_subgroup(8, 8, 256, None, 312);
+    check_gram_subgroup(4, 4, 512, None, 313);
 }
 
 /// `gram::pointwise_forward_steps` with chunks of at most `max_chunk` positions against `want`.

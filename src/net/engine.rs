@@ -12,7 +12,7 @@ use crate::gpu::{submit_commands, Command, Gpu, KernelLibrary, Resource, Step};
 use crate::ops::adam::{self, AdamParams};
 use crate::ops::conv3x3::Conv3x3Params;
 use crate::ops::image::{self, ImageParams};
-use crate::ops::{avgpool2, conv3x3, conv3x3_subgroup, gram, maxpool2, reduce, relu, sqdiff, tv};
+use crate::ops::{avgpool2, conv3x3, conv3x3_subgroup, gram, gram_subgroup, maxpool2, reduce, relu, sqdiff, tv};
 
 /// Which conv kernels this device runs: texture operands where the subgroup texture kernels exist
 /// (unless `NST_NO_TEXTURES` is set), else storage.
@@ -22,6 +22,9 @@ pub fn kernel_profile(gpu: &Gpu, library: &KernelLibrary) -> KernelProfile {
     KernelProfile {
         texture_conv: (textures && !no_textures).then_some(gpu.limits.max_texture_dimension_2d),
         pointwise_gram: library.has::<conv3x3_subgroup::Pointwise32>() && library.has::<gram::Symmetrize>(),
+        subgroup_gram: gpu.subgroup_size.is_some_and(|sg| sg >= 4)
+            && library.has::<gram_subgroup::Partials>()
+            && library.has::<gram_subgroup::Sum>(),
     }
 }
 
@@ -49,7 +52,7 @@ fn conv_pass(
         let size = conv3x3_subgroup::input_texture_size(params);
         let it = input_textures.entry(size).or_insert_with(|| {
             *allocated += 16 * size.0 as u64 * size.1 as u64;
-            conv3x3_subgroup::create_texture(gpu, &format!("conv input {}x{}", size.0, size.1), size)
+            conv3x3_subgroup::create_texture(gpu, &format!("map texture {}x{}", size.0, size.1), size)
         });
         let resources =
             [Resource::Texture(&wt), Resource::Buffer(bias), Resource::Texture(it), Resource::Buffer(output)];
@@ -166,6 +169,12 @@ impl<'g> Engine<'g> {
             (t, zero)
         });
 
+        // One buffer of partial Gram matrices, shared by every fast Gram forward.
+        let gram_partials = tape.gram_partials_len(&profile).map(|len| {
+            allocated += 4 * len as u64;
+            gpu.buffer_zeroed("gram partials", 4 * len as u64)
+        });
+
         let mut forward: Vec<Command> = Vec::new();
         for op in &tape.forward {
             let mut step = |s: Result<Step>| s.map(|s| forward.push(Command::Dispatch(s)));
@@ -192,6 +201,18 @@ impl<'g> Engine<'g> {
                 }
                 Op::AvgPool { input, output, params } => {
                     step(Step::new::<avgpool2::Forward>(gpu, library, &params, &[buf(input), buf(output)]))?
+                }
+                Op::Gram { input, output, .. } if profile.gram_slices(tape.tensors[input].shape).is_some() => {
+                    let p = profile.gram_slices(tape.tensors[input].shape).expect("checked by the guard");
+                    let size = p.texture_size();
+                    let texture = input_textures.entry(size).or_insert_with(|| {
+                        allocated += 16 * size.0 as u64 * size.1 as u64;
+                        conv3x3_subgroup::create_texture(gpu, &format!("map texture {}x{}", size.0, size.1), size)
+                    });
+                    let partials = gram_partials.as_ref().expect("partials made for every fast Gram");
+                    let commands =
+                        gram_subgroup::forward_commands(gpu, library, &p, buf(input), texture, partials, buf(output))?;
+                    forward.extend(commands);
                 }
                 Op::Gram { input, output, params } if profile.gram_as_pointwise(&params) => {
                     let (scratch, zero) = gram_scratch.as_ref().expect("scratch made for every pointwise Gram");

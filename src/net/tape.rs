@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::ops::conv3x3::Conv3x3Params;
 use crate::ops::conv3x3_subgroup;
 use crate::ops::gram::GramParams;
+use crate::ops::gram_subgroup::GramSliceParams;
 use crate::ops::image::NETWORK_CHANNELS;
 use crate::ops::maxpool2::Pool2Params;
 use crate::ops::relu::ReluParams;
@@ -206,6 +207,9 @@ pub struct KernelProfile {
     pub texture_conv: Option<u32>,
     /// Whether the Gram backward runs as a pointwise subgroup conv (needs subgroups).
     pub pointwise_gram: bool,
+    /// Whether the fast Gram forward (`gram_subgroup`, reading the features' texture) was built:
+    /// subgroups of at least 4 lanes, and texture operands (`texture_conv`).
+    pub subgroup_gram: bool,
 }
 
 impl KernelProfile {
@@ -214,6 +218,17 @@ impl KernelProfile {
     /// chunks + pointwise conv + scale, with the scratch buffers of [`Tape::gram_forward_scratch`].
     pub fn gram_as_pointwise(&self, params: &GramParams) -> bool {
         self.pointwise_gram && params.channels.is_multiple_of(32)
+    }
+
+    /// The slicing of the fast Gram forward for a feature map of `(height, width, channels)`, where
+    /// this device runs it for that map: channels a multiple of 16, a texture that fits the adapter
+    /// and rows a buffer-to-texture copy can write. The features' texture has the layout (and the
+    /// size) of a conv input texture of that map, and is shared with it.
+    pub fn gram_slices(&self, (height, width, channels): (usize, usize, usize)) -> Option<GramSliceParams> {
+        let max = self.texture_conv.filter(|_| self.subgroup_gram)?;
+        let p = GramSliceParams::new(height, width, channels);
+        let (w, h) = p.texture_size();
+        (GramSliceParams::suits(channels) && w.max(h) <= max && (16 * w).is_multiple_of(256)).then_some(p)
     }
 
     /// Whether a conv pass with `params` reads its input and weights through textures.
@@ -553,13 +568,30 @@ impl Tape {
         self.forward
             .iter()
             .filter_map(|op| match op {
-                Op::Gram { params, .. } if profile.gram_as_pointwise(params) => Some((
-                    crate::ops::gram::pointwise_scratch_len(params, crate::ops::gram::MAX_CHUNK_POSITIONS),
-                    params.channels as usize,
-                )),
+                Op::Gram { input, params, .. }
+                    if profile.gram_as_pointwise(params)
+                        && profile.gram_slices(self.tensors[*input].shape).is_none() =>
+                {
+                    Some((
+                        crate::ops::gram::pointwise_scratch_len(params, crate::ops::gram::MAX_CHUNK_POSITIONS),
+                        params.channels as usize,
+                    ))
+                }
                 _ => None,
             })
             .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
+    }
+
+    /// The largest partials buffer the fast Gram forwards of this tape need on a device with
+    /// `profile` (they share one), if any runs there.
+    pub fn gram_partials_len(&self, profile: &KernelProfile) -> Option<usize> {
+        self.forward
+            .iter()
+            .filter_map(|op| match op {
+                Op::Gram { input, .. } => profile.gram_slices(self.tensors[*input].shape).map(|p| p.partials_len()),
+                _ => None,
+            })
+            .max()
     }
 
     /// GPU memory an engine for this tape needs on a device with `profile`, computed before
@@ -602,6 +634,19 @@ impl Tape {
                 }
             }
             report.weights += 4 * (p.out_channels + p.in_channels) as u64;
+        }
+        // The fast Gram forwards copy their features into the texture of that map's shape (shared
+        // with the convs) and share one buffer of partials.
+        for op in &self.forward {
+            if let Op::Gram { input, .. } = op {
+                if let Some(p) = profile.gram_slices(self.tensors[*input].shape) {
+                    input_textures.insert(p.texture_size());
+                }
+            }
+        }
+        if let Some(len) = self.gram_partials_len(profile) {
+            report.other += 4 * len as u64;
+            report.largest_buffer = report.largest_buffer.max(4 * len as u64);
         }
         report.other += input_textures.iter().map(|&(w, h)| 16 * w as u64 * h as u64).sum::<u64>();
         for op in &self.backward {

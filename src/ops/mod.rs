@@ -8,6 +8,7 @@ pub mod avgpool2;
 pub mod conv3x3;
 pub mod conv3x3_subgroup;
 pub mod gram;
+pub mod gram_subgroup;
 pub mod image;
 pub mod maxpool2;
 pub mod reduce;
@@ -41,6 +42,8 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     gram::Backward::ENTRY,
     gram::Symmetrize::ENTRY,
     gram::Scale::ENTRY,
+    gram_subgroup::Partials::ENTRY,
+    gram_subgroup::Sum::ENTRY,
     transpose::Forward::ENTRY,
     sqdiff::Forward::ENTRY,
     sqdiff::Backward::ENTRY,

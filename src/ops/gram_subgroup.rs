@@ -1,0 +1,276 @@
+//! The fast Gram forward: partial Gram matrices over slices of positions, read from the features'
+//! texture with subgroup broadcasts, then their sum. GPU: `shaders/gram_subgroup.wgsl.tmpl`, built
+//! where the adapter has subgroups. CPU twins: [`partials`] and [`sum`], whose composition is
+//! [`gram::forward`](super::gram::forward).
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::kernel::{groups_for, read, read_write, texture, EntryPoint, Kernel};
+use crate::Real;
+
+/// The template, with `{{ACC_DECL}}`, `{{INNER}}` and `{{STORE}}` holes.
+pub const TEMPLATE: &str = include_str!("../../shaders/gram_subgroup.wgsl.tmpl");
+
+/// The name entry points refer to.
+pub const SHADER: &str = "gram_subgroup";
+
+/// Invocations per workgroup of `partials`.
+pub const INVOCATIONS: usize = 64;
+
+/// Workgroups `partials` aims at, so that every core of a CPU adapter (and every unit of a GPU) has
+/// work even for a 64-channel map, whose Gram matrix has only 4 column blocks.
+pub const TARGET_WORKGROUPS: usize = 64;
+
+/// Most positions one slice sums: its loop stays under the ~65535 iterations at which lavapipe stops
+/// a loop.
+pub const MAX_SLICE_LEN: usize = 32768;
+
+/// Params of both entry points.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct GramSliceParams {
+    /// Positions per row of the map (the texture's rows are the map's rows).
+    pub width: u32,
+    /// height x width.
+    pub positions: u32,
+    /// A multiple of 16.
+    pub channels: u32,
+    /// Positions per slice; the last slice may be shorter.
+    pub slice_len: u32,
+    pub slices: u32,
+    /// The normaliser `sum` applies: `1 / positions`.
+    pub scale: f32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+impl GramSliceParams {
+    /// The Gram matrix of a `height x width x channels` map normalised by its positions, with enough
+    /// slices for [`TARGET_WORKGROUPS`] (none shorter than 256 positions, none longer than
+    /// [`MAX_SLICE_LEN`]).
+    pub fn new(height: usize, width: usize, channels: usize) -> Self {
+        let positions = height * width;
+        let blocks = Self::blocks(channels);
+        let wanted = TARGET_WORKGROUPS.div_ceil(blocks).min(positions.div_ceil(256)).max(1);
+        let slices = wanted.max(positions.div_ceil(MAX_SLICE_LEN));
+        let slice_len = positions.div_ceil(slices);
+        let slices = positions.div_ceil(slice_len);
+        GramSliceParams {
+            width: width as u32,
+            positions: positions as u32,
+            channels: channels as u32,
+            slice_len: slice_len as u32,
+            slices: slices as u32,
+            scale: (1.0 / positions as f64) as f32,
+            _pad0: 0,
+            _pad1: 0,
+        }
+    }
+
+    /// The same map cut into slices of `slice_len` positions instead (at least 1).
+    pub fn with_slice_len(mut self, slice_len: usize) -> Self {
+        let len = slice_len.clamp(1, self.positions.max(1) as usize);
+        self.slice_len = len as u32;
+        self.slices = (self.positions as usize).div_ceil(len) as u32;
+        self
+    }
+
+    /// Workgroups per slice: 16-column blocks times 256-row blocks.
+    fn blocks(channels: usize) -> usize {
+        (channels / 16) * (channels / 4).div_ceil(INVOCATIONS)
+    }
+
+    /// Whether the kernel takes this map: channels a multiple of 16.
+    pub fn suits(channels: usize) -> bool {
+        channels > 0 && channels.is_multiple_of(16)
+    }
+
+    pub fn gram_len(&self) -> usize {
+        self.channels as usize * self.channels as usize
+    }
+    pub fn partials_len(&self) -> usize {
+        self.slices as usize * self.gram_len()
+    }
+    /// Floats of the features texture: 4 per texel.
+    pub fn features_len(&self) -> usize {
+        self.positions as usize * self.channels as usize
+    }
+    /// Texture size (width, height) of the features: texel (x * channels / 4 + c4, y).
+    pub fn texture_size(&self) -> (u32, u32) {
+        (self.width * self.channels / 4, self.positions / self.width)
+    }
+    /// Multiply-adds times two.
+    pub fn flops(&self) -> u64 {
+        2 * self.positions as u64 * self.channels as u64 * self.channels as u64
+    }
+}
+
+const COMPONENTS: [&str; 4] = ["x", "y", "z", "w"];
+
+/// The WGSL of both entry points: 4 rows x 16 columns of accumulators per invocation.
+pub fn instantiate() -> String {
+    let mut decl = String::new();
+    let mut inner = String::new();
+    let mut store = String::new();
+    for k in 0..4 {
+        inner += &format!("        let b{k} = subgroupBroadcast(vj, {k}u);\n");
+    }
+    for (r, row) in COMPONENTS.iter().enumerate() {
+        for k in 0..4 {
+            decl += &format!("    var a{r}_{k} = vec4<f32>(0.0);\n");
+            inner += &format!("        a{r}_{k} = a{r}_{k} + vi.{row} * b{k};\n");
+            store += &format!(
+                "        {{\n            let o = (s * c + 4u * ti + {r}u) * c + 16u * jb + {col}u;\n\
+                 \x20           partials_out[o] = a{r}_{k}.x;\n            partials_out[o + 1u] = a{r}_{k}.y;\n\
+                 \x20           partials_out[o + 2u] = a{r}_{k}.z;\n            partials_out[o + 3u] = a{r}_{k}.w;\n        }}\n",
+                col = 4 * k
+            );
+        }
+    }
+    TEMPLATE
+        .replace("{{ACC_DECL}}", decl.trim_end())
+        .replace("{{INNER}}", inner.trim_end())
+        .replace("{{STORE}}", store.trim_end())
+}
+
+/// `gram_subgroup.partials`: bindings features (texture), partials.
+pub struct Partials;
+
+impl Kernel for Partials {
+    type Params = GramSliceParams;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: SHADER,
+        entry: "partials",
+        workgroup_size: INVOCATIONS as u32,
+        params_bytes: std::mem::size_of::<GramSliceParams>(),
+        bindings: &[texture(1, "features"), read_write(2, "partials")],
+    };
+    fn workgroups(p: &GramSliceParams) -> u64 {
+        (p.slices as usize * GramSliceParams::blocks(p.channels as usize)) as u64
+    }
+    fn binding_lens(p: &GramSliceParams) -> Vec<u64> {
+        vec![p.features_len() as u64, p.partials_len() as u64]
+    }
+}
+
+/// `gram_subgroup.sum`: bindings partials, gram.
+pub struct Sum;
+
+impl Kernel for Sum {
+    type Params = GramSliceParams;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: SHADER,
+        entry: "sum",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<GramSliceParams>(),
+        bindings: &[read(3, "partials"), read_write(4, "gram")],
+    };
+    fn workgroups(p: &GramSliceParams) -> u64 {
+        groups_for(p.gram_len() as u64, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &GramSliceParams) -> Vec<u64> {
+        vec![p.partials_len() as u64, p.gram_len() as u64]
+    }
+}
+
+/// Whether the fast Gram forward can run `p` here: the kernels were built (the adapter has subgroups
+/// of at least 4 lanes), the channels suit it, and the features' texture fits the adapter and a
+/// buffer-to-texture copy (rows a multiple of 256 bytes).
+pub fn available(gpu: &crate::gpu::Gpu, library: &crate::gpu::KernelLibrary, p: &GramSliceParams) -> bool {
+    let (w, h) = p.texture_size();
+    let max = gpu.limits.max_texture_dimension_2d;
+    gpu.subgroup_size.is_some_and(|sg| sg >= 4)
+        && library.has::<Partials>()
+        && library.has::<Sum>()
+        && GramSliceParams::suits(p.channels as usize)
+        && w.max(h) <= max
+        && (16 * w).is_multiple_of(256)
+}
+
+/// The Gram forward as the engine records it: copy `features` (channels-last) into `texture` (made
+/// by [`texture_size`](GramSliceParams::texture_size) with
+/// [`create_texture`](super::conv3x3_subgroup::create_texture)), the partials, their sum into `gram`.
+pub fn forward_commands(
+    gpu: &crate::gpu::Gpu,
+    library: &crate::gpu::KernelLibrary,
+    p: &GramSliceParams,
+    features: &wgpu::Buffer,
+    texture: &wgpu::Texture,
+    partials: &wgpu::Buffer,
+    gram: &wgpu::Buffer,
+) -> crate::Result<Vec<crate::gpu::Command>> {
+    use crate::gpu::{Command, Resource, Step};
+    let first = Step::bind::<Partials>(gpu, library, p, &[Resource::Texture(texture), Resource::Buffer(partials)])?;
+    let second = Step::new::<Sum>(gpu, library, p, &[partials, gram])?;
+    let copy = Command::CopyToTexture { buffer: features.clone(), texture: texture.clone() };
+    Ok(vec![copy, Command::Dispatch(first), Command::Dispatch(second)])
+}
+
+/// CPU twin of `gram_subgroup.partials`: `partials[s][i][j] = sum_{p in slice s} F[p][i] F[p][j]`,
+/// `features` channels-last.
+pub fn partials<T: Real>(p: &GramSliceParams, features: &[T], partials: &mut [T]) {
+    let c = p.channels as usize;
+    for s in 0..p.slices as usize {
+        let start = s * p.slice_len as usize;
+        let end = (start + p.slice_len as usize).min(p.positions as usize);
+        for i in 0..c {
+            for j in 0..c {
+                let mut acc = T::zero();
+                for q in start..end {
+                    acc += features[q * c + i] * features[q * c + j];
+                }
+                partials[(s * c + i) * c + j] = acc;
+            }
+        }
+    }
+}
+
+/// CPU twin of `gram_subgroup.sum`: `gram[e] = scale * sum_s partials[s][e]`.
+pub fn sum<T: Real>(p: &GramSliceParams, partials: &[T], gram: &mut [T]) {
+    let n = p.gram_len();
+    for (e, g) in gram.iter_mut().enumerate().take(n) {
+        let mut acc = T::zero();
+        for s in 0..p.slices as usize {
+            acc += partials[s * n + e];
+        }
+        *g = T::from_f64(p.scale as f64) * acc;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_fill_the_target_and_cover_every_position_once() {
+        for (h, w, c) in
+            [(256, 256, 64), (128, 128, 128), (64, 64, 256), (32, 32, 512), (1, 1, 16), (7, 5, 64), (1024, 1024, 64)]
+        {
+            let p = GramSliceParams::new(h, w, c);
+            let (len, slices) = (p.slice_len as usize, p.slices as usize);
+            assert!(len <= MAX_SLICE_LEN, "{h}x{w}x{c}: slice of {len}");
+            assert!(slices * len >= h * w && (slices - 1) * len < h * w, "{h}x{w}x{c}: {slices} x {len}");
+            let groups = Partials::workgroups(&p) as usize;
+            assert!(
+                groups >= TARGET_WORKGROUPS.min(GramSliceParams::blocks(c) * (h * w).div_ceil(256)),
+                "{h}x{w}x{c}: {groups}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_sum_of_the_partials_is_the_gram_matrix() {
+        let p = GramSliceParams::new(7, 5, 16).with_slice_len(8);
+        assert_eq!(p.slices, 5);
+        let f: Vec<f64> = (0..p.features_len()).map(|i| ((i * 37) % 11) as f64 - 5.0).collect();
+        let mut parts = vec![0.0; p.partials_len()];
+        partials(&p, &f, &mut parts);
+        let mut g = vec![0.0; p.gram_len()];
+        sum(&p, &parts, &mut g);
+        let mut want = vec![0.0; p.gram_len()];
+        super::super::gram::forward(&super::super::gram::GramParams::new(7, 5, 16), &f, &mut want);
+        for (a, b) in g.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+}
