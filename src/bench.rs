@@ -103,15 +103,14 @@ impl Bench<'_> {
 
     /// The texture conv, with the copy of its input into the texture included in the time.
     fn texture_conv(&mut self, family: &'static str, shape: String, p: &Conv3x3Params) -> Result<()> {
-        let wt = fast::create_texture(self.gpu, "weights", fast::weights_texture_size(p));
-        fast::write_texture(self.gpu, &wt, &vec![0.01; p.weights_len()]);
+        let wt = fast::weights_texture(self.gpu, "weights", p, &vec![0.01; p.weights_len()]);
         let it = fast::create_texture(self.gpu, "input", fast::input_texture_size(p));
         let (input, bias, output) =
             (self.buffer(p.input_len()), self.buffer(p.bias_len()), self.buffer(p.output_len()));
         let resources =
             [Resource::Texture(&wt), Resource::Buffer(&bias), Resource::Texture(&it), Resource::Buffer(&output)];
         let (step, name) = fast::bind_textured(self.gpu, self.library, p, &resources)?;
-        let copy = Command::CopyToTexture { buffer: input, texture: it };
+        let copy = fast::map_copy(&input, &it, p.height, p.width, p.in_channels);
         self.run(family, &name, shape, Work::Flops(p.flops()), vec![copy, Command::Dispatch(step)])
     }
 }

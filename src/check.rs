@@ -345,8 +345,7 @@ fn fast_conv(
     if conv3x3_subgroup::texture_kernels_built(library)
         && conv3x3_subgroup::textures_fit(p, gpu.limits.max_texture_dimension_2d)
     {
-        let wt = conv3x3_subgroup::create_texture(gpu, "check weights", conv3x3_subgroup::weights_texture_size(p));
-        conv3x3_subgroup::write_texture(gpu, &wt, weights);
+        let wt = conv3x3_subgroup::weights_texture(gpu, "check weights", p, weights);
         let it = conv3x3_subgroup::create_texture(gpu, "check input", conv3x3_subgroup::input_texture_size(p));
         let input_buffer = gpu.buffer_from("check input", b(input));
         let bias = gpu.buffer_from("check bias", b(bias));
@@ -354,7 +353,7 @@ fn fast_conv(
         let resources =
             [Resource::Texture(&wt), Resource::Buffer(&bias), Resource::Texture(&it), Resource::Buffer(&result)];
         let (step, _) = conv3x3_subgroup::bind_textured(gpu, library, p, &resources)?;
-        let copy = Command::CopyToTexture { buffer: input_buffer, texture: it };
+        let copy = conv3x3_subgroup::map_copy(&input_buffer, &it, p.height, p.width, p.in_channels);
         submit_commands(gpu, "check texture conv", &[&copy, &Command::Dispatch(step)])?;
         out.push((format!("conv3x3_subgroup_tex_co{tile}"), f(&gpu.read_buffers(&[&result])?[0])));
     }

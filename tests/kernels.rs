@@ -700,8 +700,7 @@ fn run_fast_conv(p: &Conv3x3Params, weights: &[f32], bias: &[f32], input: &[f32]
 fn run_fast_conv_texture(p: &Conv3x3Params, weights: &[f32], bias: &[f32], input: &[f32], initial: &[f32]) -> Vec<f32> {
     use nst::gpu::Resource;
     let (gpu, lib) = common::gpu().unwrap();
-    let wt = conv3x3_subgroup::create_texture(gpu, "weights", conv3x3_subgroup::weights_texture_size(p));
-    conv3x3_subgroup::write_texture(gpu, &wt, weights);
+    let wt = conv3x3_subgroup::weights_texture(gpu, "weights", p, weights);
     let it = conv3x3_subgroup::create_texture(gpu, "input", conv3x3_subgroup::input_texture_size(p));
     let input_buffer = gpu.buffer_from("input", bytes(input));
     let bias = gpu.buffer_from("bias", bytes(bias));
@@ -710,7 +709,7 @@ fn run_fast_conv_texture(p: &Conv3x3Params, weights: &[f32], bias: &[f32], input
     assert!(conv3x3_subgroup::tile_for(p).is_some(), "shape {p:?} does not suit the fast conv");
     let (step, _) = conv3x3_subgroup::bind_textured(gpu, lib, p, &resources).unwrap();
     // The input reaches its texture by a copy in the same encoder, as in an iteration.
-    let copy = Command::CopyToTexture { buffer: input_buffer, texture: it };
+    let copy = conv3x3_subgroup::map_copy(&input_buffer, &it, p.height, p.width, p.in_channels);
     submit_commands(gpu, "texture conv", &[&copy, &Command::Dispatch(step)]).unwrap();
     floats(&gpu.read_buffers(&[&out]).unwrap()[0])
 }

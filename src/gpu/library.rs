@@ -274,13 +274,16 @@ impl Step {
     }
 }
 
-/// One command of an iteration: a dispatch, or a copy of a buffer into an rgba32float texture whose
-/// rows are the buffer's `width * 16` bytes (the fast conv reads its input that way).
+/// One command of an iteration: a dispatch, or a copy of a buffer into an rgba32float texture.
 pub enum Command {
     Dispatch(Step),
+    /// Copies `extent` texels (width, height) from `buffer` (rows of `16 * extent[0]` bytes) into
+    /// `texture` at `origin` (the fast conv's input: a map inside its zero border).
     CopyToTexture {
         buffer: wgpu::Buffer,
         texture: wgpu::Texture,
+        origin: [u32; 2],
+        extent: [u32; 2],
     },
     /// Copies the whole of `from` into `to` (same size).
     CopyBuffer {
@@ -308,18 +311,23 @@ pub fn submit_commands(gpu: &Gpu, label: &str, commands: &[&Command]) -> Result<
         let mut i = 0;
         while i < commands.len() {
             match commands[i] {
-                Command::CopyToTexture { buffer, texture } => {
+                Command::CopyToTexture { buffer, texture, origin, extent } => {
                     encoder.copy_buffer_to_texture(
                         wgpu::TexelCopyBufferInfo {
                             buffer,
                             layout: wgpu::TexelCopyBufferLayout {
                                 offset: 0,
-                                bytes_per_row: Some(16 * texture.width()),
-                                rows_per_image: Some(texture.height()),
+                                bytes_per_row: Some(16 * extent[0]),
+                                rows_per_image: Some(extent[1]),
                             },
                         },
-                        texture.as_image_copy(),
-                        texture.size(),
+                        wgpu::TexelCopyTextureInfo {
+                            texture,
+                            mip_level: 0,
+                            origin: wgpu::Origin3d { x: origin[0], y: origin[1], z: 0 },
+                            aspect: wgpu::TextureAspect::All,
+                        },
+                        wgpu::Extent3d { width: extent[0], height: extent[1], depth_or_array_layers: 1 },
                     );
                     i += 1;
                 }

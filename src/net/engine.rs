@@ -47,8 +47,7 @@ fn conv_pass(
 ) -> Result<Vec<Command>> {
     *allocated += 4 * weights.len() as u64;
     if profile.textured(params) {
-        let wt = conv3x3_subgroup::create_texture(gpu, label, conv3x3_subgroup::weights_texture_size(params));
-        conv3x3_subgroup::write_texture(gpu, &wt, weights);
+        let wt = conv3x3_subgroup::weights_texture(gpu, label, params, weights);
         let size = conv3x3_subgroup::input_texture_size(params);
         let it = input_textures.entry(size).or_insert_with(|| {
             *allocated += 16 * size.0 as u64 * size.1 as u64;
@@ -57,7 +56,7 @@ fn conv_pass(
         let resources =
             [Resource::Texture(&wt), Resource::Buffer(bias), Resource::Texture(it), Resource::Buffer(output)];
         let (step, _) = conv3x3_subgroup::bind_textured(gpu, library, params, &resources)?;
-        let copy = Command::CopyToTexture { buffer: input.clone(), texture: it.clone() };
+        let copy = conv3x3_subgroup::map_copy(input, it, params.height, params.width, params.in_channels);
         return Ok(vec![copy, Command::Dispatch(step)]);
     }
     let wb = gpu.buffer_from(label, bytemuck::cast_slice(weights));

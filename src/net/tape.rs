@@ -228,7 +228,8 @@ impl KernelProfile {
         let max = self.texture_conv.filter(|_| self.subgroup_gram)?;
         let p = GramSliceParams::new(height, width, channels);
         let (w, h) = p.texture_size();
-        (GramSliceParams::suits(channels) && w.max(h) <= max && (16 * w).is_multiple_of(256)).then_some(p)
+        let copyable = conv3x3_subgroup::map_rows_copyable(width as u32, channels as u32);
+        (GramSliceParams::suits(channels) && w.max(h) <= max && copyable).then_some(p)
     }
 
     /// Whether a conv pass with `params` reads its input and weights through textures.

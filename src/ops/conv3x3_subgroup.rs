@@ -5,6 +5,7 @@
 
 use super::conv3x3::Conv3x3Params;
 use crate::gpu::kernel::{read, read_write, texture, EntryPoint, Kernel};
+use crate::gpu::Command;
 use crate::Real;
 
 /// The template, with `{{SG}}`, `{{KSIZE}}`, `{{CO_TILE}}`, `{{WEIGHTS_BINDING}}`,
@@ -70,49 +71,69 @@ pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: u
             decl += &format!("    var a{p}_{c} = vec4<f32>(0.0);\n");
         }
     }
-    // Input positions of one row of taps: x = tx - KSIZE/2 + j for j < 4 + KSIZE - 1.
+    // Input positions of one row of taps: x = tx - KSIZE/2 + j for j < PX + KSIZE - 1, rows
+    // y = ty - KSIZE/2 + ky (in the map texture, one position further for its border).
     let positions = px + ksize - 1;
     let mut pos = String::new();
-    for j in 0..positions {
-        pos += &format!(
-            "        let sx{j} = tx + {j} - i32(KSIZE / 2u);\n        let in{j} = row_in && sx{j} >= 0 && sx{j} < w;\n\
-             \x20       let v{j} = select(0.0, 1.0, in{j});\n        let ix{j} = select(0, sx{j} * i32(cin4), in{j});\n"
-        );
-    }
-    let mut inner = String::new();
-    for j in 0..positions {
-        inner += &match operands {
-            Operands::Storage => {
-                format!("            let x{j} = input[u32(iy) * params.width * cin4 + u32(ix{j}) + c4] * v{j};\n")
-            }
-            Operands::Texture => {
-                format!("            let x{j} = textureLoad(input, vec2<i32>(ix{j} + i32(c4), iy)) * v{j};\n")
-            }
+    for ky in 0..ksize {
+        pos += &match operands {
+            Operands::Storage => format!(
+                "    let sy{ky} = ty + {ky} - i32(KSIZE / 2u);\n    let row_in{ky} = sy{ky} >= 0 && sy{ky} < h;\n\
+                 \x20   let iy{ky} = select(0, sy{ky}, row_in{ky});\n"
+            ),
+            Operands::Texture => format!("    let iy{ky} = ty + {ky} + 1 - i32(KSIZE / 2u);\n"),
         };
     }
-    for kx in 0..ksize {
-        inner += &format!("            let tap{kx} = ky * KSIZE + {kx}u;\n");
-        for r in 0..rows {
-            let row = format!("co_base + min({r}u * SG + row_lane, CO_TILE - 1u)");
+    for j in 0..positions {
+        pos += &match operands {
+            Operands::Storage => format!(
+                "    let sx{j} = tx + {j} - i32(KSIZE / 2u);\n    let col_in{j} = sx{j} >= 0 && sx{j} < w;\n\
+                 \x20   let ix{j} = select(0, sx{j} * i32(cin4), col_in{j});\n"
+            ),
+            Operands::Texture => format!("    let ix{j} = (tx + {j} + 1 - i32(KSIZE / 2u)) * i32(cin4);\n"),
+        };
+        if operands == Operands::Storage {
+            for ky in 0..ksize {
+                pos += &format!("    let v{ky}_{j} = select(0.0, 1.0, row_in{ky} && col_in{j});\n");
+            }
+        }
+    }
+    let mut inner = String::new();
+    for ky in 0..ksize {
+        for j in 0..positions {
             inner += &match operands {
-                Operands::Storage => {
-                    format!("            let w{kx}_{r} = weights[(({row}) * TAPS + tap{kx}) * cin4 + c4];\n")
-                }
-                Operands::Texture => format!(
-                    "            let w{kx}_{r} = textureLoad(weights, vec2<i32>(i32(tap{kx} * cin4 + c4), i32({row})));\n"
+                Operands::Storage => format!(
+                    "        let x{ky}_{j} = input[u32(iy{ky}) * params.width * cin4 + u32(ix{j}) + c4] * v{ky}_{j};\n"
                 ),
+                Operands::Texture => {
+                    format!("        let x{ky}_{j} = textureLoad(input, vec2<i32>(ix{j} + i32(c4), iy{ky}));\n")
+                }
             };
         }
-        for co in 0..co_tile {
-            let (r, i) = (co / sg, co % sg);
-            inner += &format!("            let b{kx}_{co} = subgroupBroadcast(w{kx}_{r}, {i}u);\n");
-            for p in 0..px {
-                let x = p + kx;
-                let a = format!("a{p}_{}.{}", co / 4, COMPONENTS[co % 4]);
-                let b = format!("b{kx}_{co}");
-                inner += &format!(
-                    "            {a} = fma(x{x}.w, {b}.w, fma(x{x}.z, {b}.z, fma(x{x}.y, {b}.y, fma(x{x}.x, {b}.x, {a}))));\n"
-                );
+        for kx in 0..ksize {
+            let tap = ky * ksize + kx;
+            for r in 0..rows {
+                let k = format!("min({r}u * SG + row_lane, CO_TILE - 1u)");
+                inner += &match operands {
+                    Operands::Storage => {
+                        format!("        let w{tap}_{r} = weights[((co_base + {k}) * TAPS + {tap}u) * cin4 + c4];\n")
+                    }
+                    Operands::Texture => format!(
+                        "        let w{tap}_{r} = textureLoad(weights, vec2<i32>(i32({tap}u * CO_TILE + {k}), i32(co_base / CO_TILE * cin4 + c4)));\n"
+                    ),
+                };
+            }
+            for co in 0..co_tile {
+                let (r, i) = (co / sg, co % sg);
+                inner += &format!("        let b{tap}_{co} = subgroupBroadcast(w{tap}_{r}, {i}u);\n");
+                for p in 0..px {
+                    let x = format!("x{ky}_{}", p + kx);
+                    let a = format!("a{p}_{}.{}", co / 4, COMPONENTS[co % 4]);
+                    let b = format!("b{tap}_{co}");
+                    inner += &format!(
+                        "        {a} = fma({x}.w, {b}.w, fma({x}.z, {b}.z, fma({x}.y, {b}.y, fma({x}.x, {b}.x, {a}))));\n"
+                    );
+                }
             }
         }
     }
@@ -205,23 +226,77 @@ conv_kernel!(Forward4, 4, Operands::Storage, BINDINGS, "Storage operands, out_ch
 conv_kernel!(Forward16Tex, 16, Operands::Texture, TEXTURE_BINDINGS, "Texture operands, out_channels a multiple of 16.");
 conv_kernel!(Forward4Tex, 4, Operands::Texture, TEXTURE_BINDINGS, "Texture operands, out_channels a multiple of 4.");
 
-/// Texture size (width, height) of a conv input: texel (x * in_channels / 4 + c4, y).
-pub fn input_texture_size(p: &Conv3x3Params) -> (u32, u32) {
-    (p.width * p.in_channels / 4, p.height)
+/// Size (width, height) of the map texture of a `height x width x channels` map (channels a
+/// multiple of 4): the map with a zero border of one position on every side, texel
+/// `((x + 1) * channels / 4 + c4, y + 1)` holding channels `4c4..4c4+3` of position `(y, x)`. The
+/// fast conv reads its input from one, the fast Gram forward its features; the engine shares one
+/// per shape.
+pub fn map_texture_size(height: u32, width: u32, channels: u32) -> (u32, u32) {
+    ((width + 2) * channels / 4, height + 2)
 }
 
-/// Texture size (width, height) of conv weights: texel (tap * in_channels / 4 + c4, co).
+/// The copy of a channels-last `height x width x channels` map in `buffer` into the inside of its
+/// map texture (the border stays as it was made: zero).
+pub fn map_copy(buffer: &wgpu::Buffer, texture: &wgpu::Texture, height: u32, width: u32, channels: u32) -> Command {
+    let c4 = channels / 4;
+    Command::CopyToTexture {
+        buffer: buffer.clone(),
+        texture: texture.clone(),
+        origin: [c4, 1],
+        extent: [width * c4, height],
+    }
+}
+
+/// Whether a map's rows suit a buffer-to-texture copy: a multiple of 256 bytes.
+pub fn map_rows_copyable(width: u32, channels: u32) -> bool {
+    (4 * width * channels).is_multiple_of(256)
+}
+
+/// Map texture size of a conv input.
+pub fn input_texture_size(p: &Conv3x3Params) -> (u32, u32) {
+    map_texture_size(p.height, p.width, p.in_channels)
+}
+
+/// Texture size (width, height) of conv weights for the output-channel tile of `p`
+/// ([`tile_for`]): texel `(tap * tile + k, (co / tile) * in_channels / 4 + c4)` holds
+/// `weights[co][tap][4c4..4c4+3]` for `co = tile * (co / tile) + k`.
 pub fn weights_texture_size(p: &Conv3x3Params) -> (u32, u32) {
-    (9 * p.in_channels / 4, p.out_channels)
+    let tile = tile_for(p).unwrap_or(4) as u32;
+    (9 * tile, p.out_channels / tile * p.in_channels / 4)
+}
+
+/// `weights` (`[out][3][3][in]`) in the order of the weights texture ([`weights_texture_size`]).
+pub fn weights_texture_data(p: &Conv3x3Params, weights: &[f32]) -> Vec<f32> {
+    let tile = tile_for(p).unwrap_or(4);
+    let (cin4, cout) = (p.in_channels as usize / 4, p.out_channels as usize);
+    let mut out = vec![0.0; weights.len()];
+    for co in 0..cout {
+        for tap in 0..9 {
+            for c4 in 0..cin4 {
+                let texel = ((co / tile) * cin4 + c4) * 9 * tile + tap * tile + co % tile;
+                let from = (co * 9 + tap) * cin4 + c4;
+                out[4 * texel..4 * texel + 4].copy_from_slice(&weights[4 * from..4 * from + 4]);
+            }
+        }
+    }
+    out
+}
+
+/// The weights texture of a conv pass, made and filled.
+pub fn weights_texture(gpu: &crate::gpu::Gpu, label: &str, p: &Conv3x3Params, weights: &[f32]) -> wgpu::Texture {
+    let texture = create_texture(gpu, label, weights_texture_size(p));
+    write_texture(gpu, &texture, &weights_texture_data(p, weights));
+    texture
 }
 
 /// Whether the texture kernels can run `p` on a device whose 2D textures are at most `max_dim`
-/// texels wide: both textures fit, and the input's rows are a multiple of the 256 bytes a
-/// buffer-to-texture copy needs.
+/// texels wide: both textures fit, and the input's rows suit a buffer-to-texture copy.
 pub fn textures_fit(p: &Conv3x3Params, max_dim: u32) -> bool {
     let (iw, ih) = input_texture_size(p);
     let (ww, wh) = weights_texture_size(p);
-    p.in_channels.is_multiple_of(4) && iw.max(ih).max(ww).max(wh) <= max_dim && (16 * iw) % 256 == 0
+    p.in_channels.is_multiple_of(4)
+        && iw.max(ih).max(ww).max(wh) <= max_dim
+        && map_rows_copyable(p.width, p.in_channels)
 }
 
 /// An rgba32float texture for the texture kernels, filled by copies or [`write_texture`].

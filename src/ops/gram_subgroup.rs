@@ -95,9 +95,10 @@ impl GramSliceParams {
     pub fn features_len(&self) -> usize {
         self.positions as usize * self.channels as usize
     }
-    /// Texture size (width, height) of the features: texel (x * channels / 4 + c4, y).
+    /// Size (width, height) of the features' map texture
+    /// ([`map_texture_size`](super::conv3x3_subgroup::map_texture_size)).
     pub fn texture_size(&self) -> (u32, u32) {
-        (self.width * self.channels / 4, self.positions / self.width)
+        super::conv3x3_subgroup::map_texture_size(self.positions / self.width, self.width, self.channels)
     }
     /// Multiply-adds times two.
     pub fn flops(&self) -> u64 {
@@ -175,7 +176,7 @@ impl Kernel for Sum {
 
 /// Whether the fast Gram forward can run `p` here: the kernels were built (the adapter has subgroups
 /// of at least 4 lanes), the channels suit it, and the features' texture fits the adapter and a
-/// buffer-to-texture copy (rows a multiple of 256 bytes).
+/// buffer-to-texture copy.
 pub fn available(gpu: &crate::gpu::Gpu, library: &crate::gpu::KernelLibrary, p: &GramSliceParams) -> bool {
     let (w, h) = p.texture_size();
     let max = gpu.limits.max_texture_dimension_2d;
@@ -184,12 +185,13 @@ pub fn available(gpu: &crate::gpu::Gpu, library: &crate::gpu::KernelLibrary, p: 
         && library.has::<Sum>()
         && GramSliceParams::suits(p.channels as usize)
         && w.max(h) <= max
-        && (16 * w).is_multiple_of(256)
+        && super::conv3x3_subgroup::map_rows_copyable(p.width, p.channels)
 }
 
-/// The Gram forward as the engine records it: copy `features` (channels-last) into `texture` (made
-/// by [`texture_size`](GramSliceParams::texture_size) with
-/// [`create_texture`](super::conv3x3_subgroup::create_texture)), the partials, their sum into `gram`.
+/// The Gram forward as the engine records it: copy `features` (channels-last) into the inside of
+/// their map texture `texture` (made with [`texture_size`](GramSliceParams::texture_size) by
+/// [`create_texture`](super::conv3x3_subgroup::create_texture), its border zero), the partials,
+/// their sum into `gram`.
 pub fn forward_commands(
     gpu: &crate::gpu::Gpu,
     library: &crate::gpu::KernelLibrary,
@@ -200,9 +202,10 @@ pub fn forward_commands(
     gram: &wgpu::Buffer,
 ) -> crate::Result<Vec<crate::gpu::Command>> {
     use crate::gpu::{Command, Resource, Step};
+    debug_assert!(p.positions.is_multiple_of(p.width), "a map of whole rows");
     let first = Step::bind::<Partials>(gpu, library, p, &[Resource::Texture(texture), Resource::Buffer(partials)])?;
     let second = Step::new::<Sum>(gpu, library, p, &[partials, gram])?;
-    let copy = Command::CopyToTexture { buffer: features.clone(), texture: texture.clone() };
+    let copy = super::conv3x3_subgroup::map_copy(features, texture, p.positions / p.width, p.width, p.channels);
     Ok(vec![copy, Command::Dispatch(first), Command::Dispatch(second)])
 }
 
