@@ -215,17 +215,16 @@ pub fn kernel_benchmarks(
         let pool = Pool2Params::new(s, s, c);
         let pool_bytes = 4 * (pool.input_len() + pool.output_len()) as u64;
         b.kernel::<maxpool2::Forward>("pooling", map(s, c), &pool, Work::Bytes(pool_bytes))?;
-        b.kernel::<maxpool2::Backward>(
-            "pooling",
-            map(s, c),
-            &pool,
-            Work::Bytes(pool_bytes + 8 * pool.input_len() as u64),
-        )?;
+        b.kernel::<maxpool2::Forward4>("pooling", map(s, c), &pool, Work::Bytes(pool_bytes))?;
+        let back_bytes = Work::Bytes(pool_bytes + 8 * pool.input_len() as u64);
+        b.kernel::<maxpool2::Backward>("pooling", map(s, c), &pool, back_bytes)?;
+        b.kernel::<maxpool2::Backward4>("pooling", map(s, c), &pool, back_bytes)?;
         b.kernel::<avgpool2::Forward>("pooling", map(s, c), &pool, Work::Bytes(pool_bytes))?;
         b.kernel::<avgpool2::Backward>("pooling", map(s, c), &pool, Work::Bytes(pool_bytes))?;
 
         let relu = ReluParams::new(s * s * c);
         b.kernel::<relu::Backward>("relu", map(s, c), &relu, Work::Bytes(16 * relu.len() as u64))?;
+        b.kernel::<relu::Backward4>("relu", map(s, c), &relu, Work::Bytes(16 * relu.len() as u64))?;
 
         for (gs, gc) in [(s, 64), (s / 8, 512)] {
             let g = GramParams::new(gs, gs, gc);

@@ -107,6 +107,7 @@ fn relu_forward_and_backward_match_cpu_with_exact_zeros() {
     let Some((gpu, lib)) = common::gpu() else {
         return;
     };
+    // 1000 and 64^3 elements also run four to an invocation (relu.backward4).
     for (n, seed) in [(1usize, 40u64), (3, 41), (1000, 42), (64 * 64 * 64, 43)] {
         let mut rng = Rng::new(seed);
         // Integers in -3..=3: about a seventh of the inputs are exactly 0.
@@ -128,6 +129,11 @@ fn relu_forward_and_backward_match_cpu_with_exact_zeros() {
             relu::backward(&p, &to_f64(&output), &to_f64(&grad_output), &mut want);
             let got = floats(&got[0]);
             assert_close(&format!("relu.backward {n} accumulate={accumulate}"), &got, &want, &[n], ELEM_TOL, ELEM_TOL);
+            if relu::Backward4::suits(&p) {
+                let inputs: [&[u8]; 3] = [bytes(&output), bytes(&grad_output), bytes(&initial)];
+                let got4 = floats(&run_once::<relu::Backward4>(gpu, lib, &p, &inputs).unwrap()[0]);
+                assert_eq!(got4, got, "relu.backward4 and relu.backward differ ({n} elements)");
+            }
             if !accumulate {
                 for i in 0..n {
                     if output[i] == 0.0 {
@@ -175,6 +181,11 @@ fn check_pools(h: usize, w: usize, c: usize, ties: bool, seed: u64) {
     let mut want = vec![0.0; p.output_len()];
     maxpool2::forward(&p, &to_f64(&input), &mut want);
     assert_close(&format!("maxpool2.forward {h}x{w}x{c} ties={ties}"), &floats(&out[0]), &want, &[oh, ow, c], 0.0, 0.0);
+    if maxpool2::vec4_suits(&p) {
+        let out4 = run_once::<maxpool2::Forward4>(gpu, lib, &p, &[bytes(&input), &zeros(p.output_len())]).unwrap();
+        let what = format!("maxpool2.forward4 {h}x{w}x{c} ties={ties}");
+        assert_close(&what, &floats(&out4[0]), &want, &[oh, ow, c], 0.0, 0.0);
+    }
 
     let out = run_once::<avgpool2::Forward>(gpu, lib, &p, &[bytes(&input), &zeros(p.output_len())]).unwrap();
     let mut want = vec![0.0; p.output_len()];
@@ -191,6 +202,11 @@ fn check_pools(h: usize, w: usize, c: usize, ties: bool, seed: u64) {
         maxpool2::backward(&p, &to_f64(&input), &to_f64(&grad_output), &mut want);
         let what = format!("maxpool2.backward {h}x{w}x{c} ties={ties} accumulate={accumulate}");
         assert_close(&what, &floats(&got[0]), &want, &[h, w, c], ELEM_TOL, ELEM_TOL);
+        if maxpool2::vec4_suits(&p) {
+            let inputs: [&[u8]; 3] = [bytes(&input), bytes(&grad_output), bytes(&initial)];
+            let got4 = run_once::<maxpool2::Backward4>(gpu, lib, &p, &inputs).unwrap();
+            assert_eq!(floats(&got4[0]), floats(&got[0]), "maxpool2.backward4 and backward differ: {what}");
+        }
 
         let got = run_once::<avgpool2::Backward>(gpu, lib, &p, &[bytes(&grad_output), bytes(&initial)]).unwrap();
         let mut want = to_f64(&initial);
@@ -207,6 +223,8 @@ fn pooling_matches_cpu_at_odd_shapes_with_ties() {
     check_pools(7, 5, 3, true, 52);
     check_pools(9, 13, 64, true, 53);
     check_pools(9, 13, 5, false, 54);
+    // Four channels with ties, odd sides: the vec4 entries and their dropped row and column.
+    check_pools(7, 5, 4, true, 58);
 }
 
 #[test]

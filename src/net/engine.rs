@@ -195,6 +195,9 @@ impl<'g> Engine<'g> {
                     )?;
                     forward.extend(pass);
                 }
+                Op::MaxPool { input, output, params } if maxpool2::vec4_suits(&params) => {
+                    step(Step::new::<maxpool2::Forward4>(gpu, library, &params, &[buf(input), buf(output)]))?
+                }
                 Op::MaxPool { input, output, params } => {
                     step(Step::new::<maxpool2::Forward>(gpu, library, &params, &[buf(input), buf(output)]))?
                 }
@@ -266,12 +269,19 @@ impl<'g> Engine<'g> {
                     let buffers = [buf(features), buf(grad_gram), buf(grad_features)];
                     Step::new::<gram::Backward>(gpu, library, &params, &buffers)?
                 }
+                BackOp::MaxPool { input, grad_output, grad_input, params } if maxpool2::vec4_suits(&params) => {
+                    let buffers = [buf(input), buf(grad_output), buf(grad_input)];
+                    Step::new::<maxpool2::Backward4>(gpu, library, &params, &buffers)?
+                }
                 BackOp::MaxPool { input, grad_output, grad_input, params } => {
                     let buffers = [buf(input), buf(grad_output), buf(grad_input)];
                     Step::new::<maxpool2::Backward>(gpu, library, &params, &buffers)?
                 }
                 BackOp::AvgPool { grad_output, grad_input, params } => {
                     Step::new::<avgpool2::Backward>(gpu, library, &params, &[buf(grad_output), buf(grad_input)])?
+                }
+                BackOp::Relu { output, grad_output, masked, params } if relu::Backward4::suits(&params) => {
+                    Step::new::<relu::Backward4>(gpu, library, &params, &[buf(output), buf(grad_output), buf(masked)])?
                 }
                 BackOp::Relu { output, grad_output, masked, params } => {
                     Step::new::<relu::Backward>(gpu, library, &params, &[buf(output), buf(grad_output), buf(masked)])?

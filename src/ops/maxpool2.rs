@@ -80,6 +80,53 @@ impl Kernel for Backward {
     }
 }
 
+/// `maxpool2.forward4`: `maxpool2.forward` four channels per invocation, for channels a multiple of
+/// 4; bindings input, output. CPU twin: [`forward`].
+pub struct Forward4;
+
+impl Kernel for Forward4 {
+    type Params = Pool2Params;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "maxpool2",
+        entry: "forward4",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<Pool2Params>(),
+        bindings: &[read(5, "input"), read_write(6, "output")],
+    };
+    fn workgroups(p: &Pool2Params) -> u64 {
+        groups_for(p.output_len() as u64 / 4, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &Pool2Params) -> Vec<u64> {
+        Forward::binding_lens(p)
+    }
+}
+
+/// `maxpool2.backward4`: `maxpool2.backward` four channels per invocation, for channels a multiple
+/// of 4; bindings input (of the forward), grad_output, grad_input. CPU twin: [`backward`].
+pub struct Backward4;
+
+impl Kernel for Backward4 {
+    type Params = Pool2Params;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "maxpool2",
+        entry: "backward4",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<Pool2Params>(),
+        bindings: &[read(5, "input"), read(7, "grad_output"), read_write(8, "grad_input")],
+    };
+    fn workgroups(p: &Pool2Params) -> u64 {
+        groups_for(p.input_len() as u64 / 4, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &Pool2Params) -> Vec<u64> {
+        Backward::binding_lens(p)
+    }
+}
+
+/// Whether the vec4 entries (`forward4`, `backward4`) take `p`: channels a multiple of 4.
+pub fn vec4_suits(p: &Pool2Params) -> bool {
+    p.channels.is_multiple_of(4)
+}
+
 /// The window position (0..4, raster order) of the first maximum of output element (oy, ox, c).
 fn argmax<T: Real>(p: &Pool2Params, input: &[T], oy: usize, ox: usize, c: usize) -> usize {
     let (w, cn) = (p.width as usize, p.channels as usize);

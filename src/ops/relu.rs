@@ -71,6 +71,34 @@ impl Kernel for Backward {
     }
 }
 
+/// `relu.backward4`: `relu.backward` four elements per invocation, for `len` a multiple of 4;
+/// bindings output (of the forward), grad_output, grad_input. CPU twin: [`backward`].
+pub struct Backward4;
+
+impl Kernel for Backward4 {
+    type Params = ReluParams;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "relu",
+        entry: "backward4",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<ReluParams>(),
+        bindings: &[read(6, "output"), read(7, "grad_output"), read_write(8, "grad_input")],
+    };
+    fn workgroups(p: &ReluParams) -> u64 {
+        groups_for(p.len as u64 / 4, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &ReluParams) -> Vec<u64> {
+        vec![p.len as u64; 3]
+    }
+}
+
+impl Backward4 {
+    /// Whether `relu.backward4` takes `p`: a multiple of 4 elements.
+    pub fn suits(p: &ReluParams) -> bool {
+        p.len.is_multiple_of(4)
+    }
+}
+
 /// CPU twin of `relu.forward`.
 pub fn forward<T: Real>(p: &ReluParams, input: &[T], output: &mut [T]) {
     for i in 0..p.len() {
