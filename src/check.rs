@@ -15,7 +15,8 @@ use crate::ops::relu::ReluParams;
 use crate::ops::sqdiff::SqDiffParams;
 use crate::ops::tv::TvParams;
 use crate::ops::{
-    adam, avgpool2, conv3x3, conv3x3_subgroup, gram, image, maxpool2, reduce, relu, sqdiff, transpose, tv, vector,
+    adam, avgpool2, conv3x3, conv3x3_subgroup, gram, gram_subgroup, image, maxpool2, reduce, relu, sqdiff, transpose,
+    tv, vector,
 };
 
 /// Dot products of up to a few thousand f32 terms of order 1.
@@ -144,6 +145,9 @@ pub fn run(gpu: &Gpu, library: &KernelLibrary) -> Result<Vec<Checked>> {
     let mut want = vec![0.0; 1001];
     relu::backward(&r, &wide(&y), &wide(&dy), &mut want);
     out.push(compare("relu.backward", "1001, exact zeros".into(), &f(&got[0]), &want, ELEMENTWISE));
+    let r4 = ReluParams::new(1000);
+    let got = run_once::<relu::Backward4>(gpu, library, &r4, &[b(&y[..1000]), b(&dy[..1000]), b(&vec![0.0; 1000])])?;
+    out.push(compare("relu.backward4", "1000, exact zeros".into(), &f(&got[0]), &want[..1000], ELEMENTWISE));
 
     // Pooling on odd sizes, with ties.
     let p = Pool2Params::new(7, 9, 12);
@@ -160,6 +164,12 @@ pub fn run(gpu: &Gpu, library: &KernelLibrary) -> Result<Vec<Checked>> {
     let mut want = wide(&initial);
     maxpool2::backward(&pa, &wide(&x), &wide(&dy), &mut want);
     out.push(compare("maxpool2.backward", format!("{shape}, +="), &f(&got[0]), &want, ELEMENTWISE));
+    let got = run_once::<maxpool2::Backward4>(gpu, library, &pa, &[b(&x), b(&dy), b(&initial)])?;
+    out.push(compare("maxpool2.backward4", format!("{shape}, +="), &f(&got[0]), &want, ELEMENTWISE));
+    let got = run_once::<maxpool2::Forward4>(gpu, library, &p, &[b(&x), b(&vec![0.0; p.output_len()])])?;
+    let mut want = vec![0.0; p.output_len()];
+    maxpool2::forward(&p, &wide(&x), &mut want);
+    out.push(compare("maxpool2.forward4", shape.clone(), &f(&got[0]), &want, ELEMENTWISE));
     let got = run_once::<avgpool2::Forward>(gpu, library, &p, &[b(&x), b(&vec![0.0; p.output_len()])])?;
     let mut want = vec![0.0; p.output_len()];
     avgpool2::forward(&p, &wide(&x), &mut want);
@@ -194,6 +204,17 @@ pub fn run(gpu: &Gpu, library: &KernelLibrary) -> Result<Vec<Checked>> {
             let got = f(&gpu.read_buffers(&[&result])?[0]);
             let chunks = (p.positions as usize).div_ceil(p.chunk_len(max_chunk));
             out.push(compare("gram_pointwise.forward", format!("{shape}, {chunks} chunks"), &got, &want, DOT));
+        }
+        let gs = gram_subgroup::GramSliceParams::new(h, w, c).with_slice_len(200);
+        if gram_subgroup::available(gpu, library, &gs) {
+            let fb = gpu.buffer_from("check features", b(&x));
+            let texture = conv3x3_subgroup::create_texture(gpu, "check gram features", gs.texture_size());
+            let partials = gpu.buffer_zeroed("check gram partials", 4 * gs.partials_len() as u64);
+            let result = gpu.buffer_zeroed("check gram", 4 * p.gram_len() as u64);
+            let commands = gram_subgroup::forward_commands(gpu, library, &gs, &fb, &texture, &partials, &result)?;
+            submit_commands(gpu, "check fast gram forward", &commands.iter().collect::<Vec<_>>())?;
+            let got = f(&gpu.read_buffers(&[&result])?[0]);
+            out.push(compare("gram_subgroup.forward", format!("{shape}, {} slices", gs.slices), &got, &want, DOT));
         }
         let pa = p.with_accumulate(true);
         let (dg, initial) = (rng.vec(p.gram_len(), -1.0, 1.0), rng.vec(p.features_len(), -1.0, 1.0));
