@@ -28,6 +28,20 @@ pub fn kernel_profile(gpu: &Gpu, library: &KernelLibrary) -> KernelProfile {
     }
 }
 
+/// The map texture of `size`, shared by every conv input and Gram forward of that shape: made (and
+/// its bytes added to `allocated`) the first time.
+fn map_texture<'t>(
+    gpu: &Gpu,
+    textures: &'t mut HashMap<(u32, u32), wgpu::Texture>,
+    size: (u32, u32),
+    allocated: &mut u64,
+) -> &'t wgpu::Texture {
+    textures.entry(size).or_insert_with(|| {
+        *allocated += 16 * size.0 as u64 * size.1 as u64;
+        conv3x3_subgroup::create_texture(gpu, &format!("map texture {}x{}", size.0, size.1), size)
+    })
+}
+
 /// A conv pass (a layer's forward, or its input gradient as a forward conv with flipped, transposed
 /// weights) with the fastest kernel this device has for its shape: the subgroup kernel reading
 /// textures, or reading buffers, or the portable kernel. Creates the pass's weights (as a texture or
@@ -48,11 +62,7 @@ fn conv_pass(
     *allocated += 4 * weights.len() as u64;
     if profile.textured(params) {
         let wt = conv3x3_subgroup::weights_texture(gpu, label, params, weights);
-        let size = conv3x3_subgroup::input_texture_size(params);
-        let it = input_textures.entry(size).or_insert_with(|| {
-            *allocated += 16 * size.0 as u64 * size.1 as u64;
-            conv3x3_subgroup::create_texture(gpu, &format!("map texture {}x{}", size.0, size.1), size)
-        });
+        let it = map_texture(gpu, input_textures, conv3x3_subgroup::input_texture_size(params), allocated);
         let resources =
             [Resource::Texture(&wt), Resource::Buffer(bias), Resource::Texture(it), Resource::Buffer(output)];
         let (step, _) = conv3x3_subgroup::bind_textured(gpu, library, params, &resources)?;
@@ -206,11 +216,7 @@ impl<'g> Engine<'g> {
                 }
                 Op::Gram { input, output, .. } if profile.gram_slices(tape.tensors[input].shape).is_some() => {
                     let p = profile.gram_slices(tape.tensors[input].shape).expect("checked by the guard");
-                    let size = p.texture_size();
-                    let texture = input_textures.entry(size).or_insert_with(|| {
-                        allocated += 16 * size.0 as u64 * size.1 as u64;
-                        conv3x3_subgroup::create_texture(gpu, &format!("map texture {}x{}", size.0, size.1), size)
-                    });
+                    let texture = map_texture(gpu, &mut input_textures, p.texture_size(), &mut allocated);
                     let partials = gram_partials.as_ref().expect("partials made for every fast Gram");
                     let commands =
                         gram_subgroup::forward_commands(gpu, library, &p, buf(input), texture, partials, buf(output))?;
