@@ -7,12 +7,36 @@ use std::process::{Command, Output};
 const CONTENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tubingen.jpg");
 const STYLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/starry_night.jpg");
 
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
+/// A fresh scratch directory for one test, removed when the test passes (kept for a look when it
+/// fails).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("nst-render-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 fn nst(args: &[&str], env: &[(&str, &str)]) -> Output {
