@@ -22,9 +22,7 @@ pub fn kernel_profile(gpu: &Gpu, library: &KernelLibrary) -> KernelProfile {
     KernelProfile {
         texture_conv: (textures && !no_textures).then_some(gpu.limits.max_texture_dimension_2d),
         pointwise_gram: library.has::<conv3x3_subgroup::Pointwise32>() && library.has::<gram::Symmetrize>(),
-        subgroup_gram: gpu.subgroup_size.is_some_and(|sg| sg >= 4)
-            && library.has::<gram_subgroup::Partials>()
-            && library.has::<gram_subgroup::Sum>(),
+        subgroup_gram: gram_subgroup::built(gpu, library),
     }
 }
 

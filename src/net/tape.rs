@@ -226,10 +226,7 @@ impl KernelProfile {
     /// size) of a conv input texture of that map, and is shared with it.
     pub fn gram_slices(&self, (height, width, channels): (usize, usize, usize)) -> Option<GramSliceParams> {
         let max = self.texture_conv.filter(|_| self.subgroup_gram)?;
-        let p = GramSliceParams::new(height, width, channels);
-        let (w, h) = p.texture_size();
-        let copyable = conv3x3_subgroup::map_rows_copyable(width as u32, channels as u32);
-        (GramSliceParams::suits(channels) && w.max(h) <= max && copyable).then_some(p)
+        Some(GramSliceParams::new(height, width, channels)).filter(|p| p.fits(max))
     }
 
     /// Whether a conv pass with `params` reads its input and weights through textures.

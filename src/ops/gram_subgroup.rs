@@ -85,6 +85,15 @@ impl GramSliceParams {
         channels > 0 && channels.is_multiple_of(16)
     }
 
+    /// Whether the kernel takes this map on a device whose 2D textures are at most `max_dim` texels
+    /// wide: channels a multiple of 16, the map texture fits, its rows suit a buffer-to-texture copy.
+    pub fn fits(&self, max_dim: u32) -> bool {
+        let (w, h) = self.texture_size();
+        Self::suits(self.channels as usize)
+            && w.max(h) <= max_dim
+            && super::conv3x3_subgroup::map_rows_copyable(self.width, self.channels)
+    }
+
     pub fn gram_len(&self) -> usize {
         self.channels as usize * self.channels as usize
     }
@@ -178,14 +187,12 @@ impl Kernel for Sum {
 /// of at least 4 lanes), the channels suit it, and the features' texture fits the adapter and a
 /// buffer-to-texture copy.
 pub fn available(gpu: &crate::gpu::Gpu, library: &crate::gpu::KernelLibrary, p: &GramSliceParams) -> bool {
-    let (w, h) = p.texture_size();
-    let max = gpu.limits.max_texture_dimension_2d;
-    gpu.subgroup_size.is_some_and(|sg| sg >= 4)
-        && library.has::<Partials>()
-        && library.has::<Sum>()
-        && GramSliceParams::suits(p.channels as usize)
-        && w.max(h) <= max
-        && super::conv3x3_subgroup::map_rows_copyable(p.width, p.channels)
+    built(gpu, library) && p.fits(gpu.limits.max_texture_dimension_2d)
+}
+
+/// Whether the kernels were built here: the adapter has subgroups of at least 4 lanes.
+pub fn built(gpu: &crate::gpu::Gpu, library: &crate::gpu::KernelLibrary) -> bool {
+    gpu.subgroup_size.is_some_and(|sg| sg >= 4) && library.has::<Partials>() && library.has::<Sum>()
 }
 
 /// The Gram forward as the engine records it: copy `features` (channels-last) into the inside of
