@@ -9,6 +9,7 @@ pub mod check;
 pub mod color;
 pub mod error;
 pub mod gpu;
+pub mod image_io;
 pub mod net;
 pub mod ops;
 pub mod optim;

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use image::RgbImage;
 use nst::net::{LossKind, Pooling, Vgg19Weights};
 use nst::optim::{average_of, two_loop, LbfgsConfig};
-use nst::render::{load_image, resize, Optimizer, Render, RenderOptions, Size};
+use nst::image_io::load_image;
+use nst::render::{resize, Optimizer, Render, RenderOptions, Size};
 
 fn weights() -> &'static Vgg19Weights {
     static W: OnceLock<Vgg19Weights> = OnceLock::new();

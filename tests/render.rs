@@ -123,7 +123,7 @@ fn a_small_default_render_lowers_the_loss_by_a_large_factor_and_logs_every_itera
 
     let rendered = image::open(&out).unwrap().to_rgb8();
     assert_eq!(rendered.dimensions(), (64, 48));
-    let content = nst::render::resize(&nst::render::load_image(Path::new(CONTENT)).unwrap(), 64, 48);
+    let content = nst::render::resize(&nst::image_io::load_image(Path::new(CONTENT)).unwrap(), 64, 48);
     let changed: f64 = rendered.as_raw().iter().zip(content.as_raw()).map(|(&a, &b)| (a as f64 - b as f64).abs()).sum();
     let mean_change = changed / rendered.as_raw().len() as f64;
     assert!(mean_change > 5.0, "the picture barely differs from the photo: mean |change| {mean_change:.2}");
@@ -221,6 +221,33 @@ fn a_truncated_image_is_refused_as_damaged() {
     bad("truncated", path.to_str().unwrap(), STYLE, &[], 1, &["cut.png", "damaged or truncated"]);
 }
 
+/// The damage a partial copy or a failing disk does to a JPEG: the first 3,000 bytes, the first
+/// half, one byte in every 997 inverted, and the file without its end-of-image marker. A lenient
+/// decoder renders each of them (grey where the data ends); each is refused, as the content and
+/// as the style, and nothing is written.
+#[test]
+fn a_truncated_or_corrupt_jpeg_is_refused_and_nothing_is_written() {
+    let photo = std::fs::read(CONTENT).unwrap();
+    let mut flipped = photo.clone();
+    for i in (996..flipped.len()).step_by(997) {
+        flipped[i] ^= 0xFF;
+    }
+    let cases: [(&str, &[u8]); 4] = [
+        ("prefix.jpg", &photo[..3000]),
+        ("half.jpg", &photo[..photo.len() / 2]),
+        ("flipped.jpg", &flipped),
+        ("no-end.jpg", &photo[..photo.len() - 2]),
+    ];
+    let dir = scratch("damaged-jpeg");
+    for (name, bytes) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let path = path.to_str().unwrap();
+        bad(&format!("damaged-content-{name}"), path, STYLE, &[], 1, &[name, "damaged or truncated", "again"]);
+        bad(&format!("damaged-style-{name}"), CONTENT, path, &[], 1, &[name, "damaged or truncated"]);
+    }
+}
+
 #[test]
 fn an_image_smaller_than_the_layers_need_is_refused() {
     let dir = scratch("tiny-input");
@@ -261,6 +288,122 @@ fn an_unwritable_output_or_log_path_is_refused_before_any_work() {
     let run = nst(&["render", CONTENT, STYLE, "-o", out.to_str().unwrap(), "--log", "/no/such/dir/log.jsonl"], &[]);
     fails_with(&run, 1, &["/no/such/dir/log.jsonl", "cannot write there"]);
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "nothing written");
+}
+
+/// A tmpfs of a few KiB mounted for one test and unmounted when dropped: a disk that fills up.
+/// Mounting needs root. CI runs as root with `CI=true`, and there a failed mount fails the test;
+/// elsewhere the test is skipped with a line on stderr saying why.
+struct TinyDisk(PathBuf);
+
+impl TinyDisk {
+    fn mount(name: &str, kib: u32) -> Option<TinyDisk> {
+        let dir = std::env::temp_dir().join(format!("nst-disk-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let size = format!("size={kib}k");
+        let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", &size, "tmpfs"]).arg(&dir).output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(TinyDisk(dir)),
+            other => {
+                let _ = std::fs::remove_dir(&dir);
+                let why = match other {
+                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    Err(e) => e.to_string(),
+                };
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("CI runs the full-disk tests as root, and mounting a {kib} KiB tmpfs failed: {why}");
+                }
+                eprintln!("skipped: mounting a {kib} KiB tmpfs needs root ({why}); CI runs this test");
+                None
+            }
+        }
+    }
+
+    /// Fills the disk with one file, then frees `free` bytes of it (whole pages).
+    fn fill_leaving(&self, free: u64) {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let page = [0x5Au8; 4096];
+        let mut written = 0u64;
+        loop {
+            match file.write(&page) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        file.set_len(written.saturating_sub(free)).unwrap();
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&self.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+}
+
+impl std::ops::Deref for TinyDisk {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The inputs on a tiny disk, then the disk filled: the output, a snapshot (`--save-every`) and
+/// the log (`--log`) each fail on it with exit 1 and a message saying what to do, and leave
+/// neither a partial nor a temporary file; the inputs are intact.
+#[test]
+fn on_a_full_disk_the_render_fails_cleanly_leaving_no_partial_file_and_the_inputs_intact() {
+    let Some(disk) = TinyDisk::mount("full", 256) else { return };
+    let (photo, painting) = (disk.join("photo.png"), disk.join("painting.png"));
+    write_png(&photo, 48, 36);
+    write_png(&painting, 40, 40);
+    let originals = [std::fs::read(&photo).unwrap(), std::fs::read(&painting).unwrap()];
+    disk.fill_leaving(0);
+    let inputs = ["filler", "painting.png", "photo.png"];
+    let (photo, painting) = (photo.to_str().unwrap(), painting.to_str().unwrap());
+    let out = disk.join("out.png");
+    let render = ["render", photo, painting, "-o", out.to_str().unwrap(), "--size", "32"];
+
+    let run = nst(&[&render[..], &["--iterations", "2"]].concat(), &[]);
+    fails_with(&run, 1, &["out.png", "No space left", "free some space"]);
+    assert_eq!(disk.names(), inputs, "the output left a file");
+
+    let run = nst(&[&render[..], &["--iterations", "3", "--save-every", "1"]].concat(), &[]);
+    fails_with(&run, 1, &["out.0001.png", "No space left", "free some space"]);
+    assert_eq!(disk.names(), inputs, "a snapshot left a file");
+
+    let log = disk.join("log.jsonl");
+    let run = nst(&[&render[..], &["--iterations", "2", "--log", log.to_str().unwrap()]].concat(), &[]);
+    fails_with(&run, 1, &["log.jsonl", "No space left", "it was removed", "could not be written either"]);
+    assert_eq!(disk.names(), inputs, "the log left a file");
+
+    // Room for a few lines of log: it keeps its complete lines, and the image goes elsewhere.
+    disk.fill_leaving(4096);
+    let elsewhere = scratch("full-disk-log");
+    let out = elsewhere.join("out.png");
+    let args = ["render", photo, painting, "-o", out.to_str().unwrap(), "--size", "32", "--iterations", "60"];
+    let run = nst(&[&args[..], &["--log", log.to_str().unwrap()]].concat(), &[]);
+    let message = fails_with(&run, 1, &["log.jsonl", "No space left", "keeps the lines", "wrote the image after"]);
+    let lines = read_log(&log);
+    assert!(!lines.is_empty() && lines.len() < 60, "{} lines in the log", lines.len());
+    assert!(message.contains(&format!("after {} iterations", lines.len() + 1)), "{message}");
+    assert_eq!(image::open(&out).unwrap().width(), 32);
+    assert!(std::fs::read_to_string(&log).unwrap().ends_with('\n'), "the log ends in half a line");
+
+    std::fs::remove_file(&log).unwrap();
+    assert_eq!(disk.names(), inputs);
+    let after = [std::fs::read(photo).unwrap(), std::fs::read(painting).unwrap()];
+    assert!(after == originals, "an input changed");
 }
 
 #[test]
@@ -388,7 +531,7 @@ fn loading_an_image_applies_its_exif_orientation() {
         image::RgbImage::from_fn(40, 20, |x, _| if x < 20 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
     let path = dir.join("rotated.jpg");
     std::fs::write(&path, jpeg_with_orientation(&img, 6)).unwrap();
-    let loaded = nst::render::load_image(&path).unwrap();
+    let loaded = nst::image_io::load_image(&path).unwrap();
     // Orientation 6: rotate 90 degrees clockwise to display, so the left half becomes the top.
     assert_eq!(loaded.dimensions(), (20, 40));
     let (top, bottom) = (loaded.get_pixel(10, 5), loaded.get_pixel(10, 35));
@@ -396,7 +539,7 @@ fn loading_an_image_applies_its_exif_orientation() {
     assert!(bottom[2] > 200 && bottom[0] < 60, "bottom should be blue: {bottom:?}");
     // Without the tag the same pixels load as they are stored.
     std::fs::write(&path, jpeg_with_orientation(&img, 1)).unwrap();
-    assert_eq!(nst::render::load_image(&path).unwrap().dimensions(), (40, 20));
+    assert_eq!(nst::image_io::load_image(&path).unwrap().dimensions(), (40, 20));
 }
 
 #[test]
@@ -404,19 +547,19 @@ fn grayscale_rgba_and_16_bit_images_load_as_8_bit_rgb() {
     let dir = scratch("formats");
     let gray = image::GrayImage::from_fn(3, 2, |x, y| image::Luma([(x * 50 + y * 100) as u8]));
     gray.save(dir.join("gray.png")).unwrap();
-    let loaded = nst::render::load_image(&dir.join("gray.png")).unwrap();
+    let loaded = nst::image_io::load_image(&dir.join("gray.png")).unwrap();
     assert_eq!(loaded.get_pixel(2, 1).0, [200, 200, 200]);
 
     let rgba = image::RgbaImage::from_fn(3, 2, |x, _| image::Rgba([10 * x as u8, 20, 30, 0]));
     rgba.save(dir.join("rgba.png")).unwrap();
-    let loaded = nst::render::load_image(&dir.join("rgba.png")).unwrap();
+    let loaded = nst::image_io::load_image(&dir.join("rgba.png")).unwrap();
     assert_eq!(loaded.get_pixel(2, 0).0, [20, 20, 30], "alpha is dropped, colour kept");
 
     let deep = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_fn(3, 2, |x, _| {
         image::Rgb([65535, 257 * 128, 257 * x as u16])
     });
     image::DynamicImage::ImageRgb16(deep).save(dir.join("deep.png")).unwrap();
-    let loaded = nst::render::load_image(&dir.join("deep.png")).unwrap();
+    let loaded = nst::image_io::load_image(&dir.join("deep.png")).unwrap();
     assert_eq!(loaded.get_pixel(2, 0).0, [255, 128, 2]);
 }
 
@@ -437,7 +580,7 @@ fn preserve_colors_keeps_the_contents_chroma_and_the_results_luma() {
     let dir = scratch("preserve");
     let plain = image::open(render_small(&dir, "plain.png", CONTENT, &[])).unwrap().to_rgb8();
     let kept = image::open(render_small(&dir, "kept.png", CONTENT, &["--preserve-colors"])).unwrap().to_rgb8();
-    let content = nst::render::resize(&nst::render::load_image(Path::new(CONTENT)).unwrap(), 32, 24);
+    let content = nst::render::resize(&nst::image_io::load_image(Path::new(CONTENT)).unwrap(), 32, 24);
     let f = |p: &image::Rgb<u8>| p.0.map(f64::from);
     let (mut checked, mut worst, mut luma_change) = (0usize, 0.0f64, 0.0f64);
     for ((k, c), p) in kept.pixels().zip(content.pixels()).zip(plain.pixels()) {
@@ -487,7 +630,7 @@ fn the_output_keeps_the_contents_colour_profile_or_is_tagged_srgb() {
     let content = dir.join("with-profile.png");
     {
         use image::ImageEncoder;
-        let img = nst::render::load_image(Path::new(CONTENT)).unwrap();
+        let img = nst::image_io::load_image(Path::new(CONTENT)).unwrap();
         let img = nst::render::resize(&img, 64, 48);
         let file = std::fs::File::create(&content).unwrap();
         let mut encoder = image::codecs::png::PngEncoder::new(file);

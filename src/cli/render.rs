@@ -8,7 +8,8 @@ use std::sync::Arc;
 use clap::Args;
 use nst::gpu::{Gpu, GpuOptions, KernelLibrary};
 use nst::net::{LossKind, Pooling, Vgg19Weights};
-use nst::render::{self, defaults, Depth, Init, Losses, Optimizer, Render, RenderOptions, Size};
+use nst::image_io::{self, Depth};
+use nst::render::{self, defaults, Init, Losses, Optimizer, Render, RenderOptions, Size};
 
 use super::progress::Progress;
 
@@ -160,7 +161,7 @@ impl RenderArgs {
         let init = match self.init.as_str() {
             "content" => Init::Content,
             "noise" => Init::Noise,
-            path => Init::Image(render::load_image(Path::new(path))?),
+            path => Init::Image(image_io::load_image(Path::new(path))?),
         };
         let options = RenderOptions {
             size,
@@ -200,6 +201,48 @@ impl RenderArgs {
     }
 }
 
+/// The `--log` file: one JSON line per iteration, created at the first (a failed start leaves no
+/// file). A write that fails, on a full disk say, is undone: the file is cut back to its last
+/// complete line, or removed when it has none, so it never ends in half a line.
+struct Log {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    complete: u64,
+}
+
+impl Log {
+    fn new(path: &Path) -> Log {
+        Log { path: path.to_path_buf(), file: None, complete: 0 }
+    }
+
+    /// Appends `line` and a newline; on failure, says why and what the log keeps.
+    fn append(&mut self, line: &str) -> Result<(), String> {
+        let line = format!("{line}\n");
+        let written = (|| -> std::io::Result<()> {
+            if self.file.is_none() {
+                self.file = Some(std::fs::File::create(&self.path)?);
+            }
+            self.file.as_mut().expect("created above").write_all(line.as_bytes())
+        })();
+        let Err(e) = written else {
+            self.complete += line.len() as u64;
+            return Ok(());
+        };
+        let kept = match self.file.take() {
+            Some(file) if self.complete > 0 && file.set_len(self.complete).is_ok() => {
+                self.file = Some(file);
+                "it keeps the lines of the iterations before"
+            }
+            Some(_) => {
+                let _ = std::fs::remove_file(&self.path);
+                "it was removed"
+            }
+            None => "no log was written",
+        };
+        Err(format!("cannot write the log ({e}); {kept}; {}", image_io::write_advice(&e)))
+    }
+}
+
 fn json_line(iteration: u32, seconds: f64, l: &Losses) -> String {
     let layers = |kind: LossKind| -> String {
         let items: Vec<String> =
@@ -228,35 +271,34 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
     if let Some(log) = &args.log {
         inputs.push(log);
     }
-    let format = render::check_output(&args.output, &inputs)?;
+    let format = image_io::check_output(&args.output, &inputs)?;
     let depth = if args.depth == "16" { Depth::Sixteen } else { Depth::Eight };
     if depth == Depth::Sixteen && !matches!(format, image::ImageFormat::Png | image::ImageFormat::Tiff) {
         let message = "16-bit output needs a .png or .tiff name".to_string();
         return Err(nst::Error::Output { path: args.output.display().to_string(), message }.into());
     }
     let options = args.options()?;
-    let (content, profile) = render::load_image_with_profile(&args.content)?;
-    let styles = args.styles.iter().map(|s| render::load_image(s)).collect::<nst::Result<Vec<_>>>()?;
+    let image_io::InputImage { image: content, icc_profile: profile } = image_io::read_image(&args.content)?;
+    let styles = args.styles.iter().map(|s| image_io::load_image(s)).collect::<nst::Result<Vec<_>>>()?;
     // The output keeps the content's colour profile; without one, a PNG is tagged sRGB.
     let save = |render: &Render, path: &Path| -> nst::Result<()> {
         if depth == Depth::Eight && !args.preserve_colors {
-            return render::save_output(&image::DynamicImage::ImageRgb8(render.image()?), path, profile.as_deref());
+            return image_io::save_output(&image::DynamicImage::ImageRgb8(render.image()?), path, profile.as_deref());
         }
         let mut pixels = render.image_rgb()?;
         if args.preserve_colors {
             nst::color::preserve_colors(&mut pixels, render.content());
         }
-        render::save_output(&render::quantize(&pixels, render.width, render.height, depth), path, profile.as_deref())
+        image_io::save_output(&image_io::quantize(&pixels, render.width, render.height, depth), path, profile.as_deref())
     };
     if let Some(log) = &args.log {
         if log.is_dir() {
             let message = "is a directory; give a file name such as render.jsonl".to_string();
             return Err(nst::Error::Output { path: log.display().to_string(), message }.into());
         }
-        render::check_writable(log)?;
+        image_io::check_writable(log)?;
     }
-    // The log is created at the first iteration, so that a failed start leaves no file.
-    let mut log: Option<std::io::BufWriter<std::fs::File>> = None;
+    let mut log = args.log.as_deref().map(Log::new);
 
     let gpu = Gpu::new(gpu_options)?;
     let library = KernelLibrary::new(&gpu)?;
@@ -358,17 +400,16 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
                 }
             };
             let elapsed = progress.elapsed();
-            if let Some(path) = &args.log {
-                let log_error = |e: std::io::Error| nst::Error::Output {
-                    path: path.display().to_string(),
-                    message: format!("cannot write the log ({e})"),
-                };
-                if log.is_none() {
-                    log = Some(std::io::BufWriter::new(std::fs::File::create(path).map_err(log_error)?));
+            if let Some(log) = log.as_mut() {
+                if let Err(e) = log.append(&json_line(t, elapsed, &losses)) {
+                    // The render ends, as the log asked for is incomplete; the image is kept if it can be.
+                    progress.finish_line();
+                    let image = match save(&render, &args.output) {
+                        Ok(()) => format!("wrote the image after {t} iterations to {}", args.output.display()),
+                        Err(_) => "the image could not be written either".into(),
+                    };
+                    return Err(nst::Error::Output { path: log.path.display().to_string(), message: format!("{e}; {image}") }.into());
                 }
-                let file = log.as_mut().expect("created above");
-                let line = json_line(t, elapsed, &losses);
-                writeln!(file, "{line}").and_then(|_| file.flush()).map_err(log_error)?;
             }
             progress.update(t, &losses);
             if args.save_every.is_some_and(|n| t % n == 0 && t < total) {
