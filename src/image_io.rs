@@ -67,7 +67,10 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<InputImage> {
         .filter(|f| INPUT_FORMATS.contains(f))
         .ok_or_else(|| err("not an image nst can read (use PNG, JPEG, WebP, TIFF, BMP or GIF)".into()))?;
     let too_large = |e: image::ImageError| {
-        err(format!("too large to decode ({e}); nst decodes at most {} MiB per image; scale it down first", MAX_DECODED_BYTES >> 20))
+        err(format!(
+            "too large to decode ({e}); nst decodes at most {} MiB per image; scale it down first",
+            MAX_DECODED_BYTES >> 20
+        ))
     };
     let as_error = |e: image::ImageError| match e {
         image::ImageError::Limits(_) => too_large(e),
@@ -159,7 +162,12 @@ const GIF_TRAILER: u8 = 0x3B;
 /// Decodes a JPEG with the decoder `image` uses (zune-jpeg), in strict mode, which `image` turns
 /// off: there, entropy-coded data that ends early or holds an invalid code is filled with grey.
 /// `color` is the colour type `image` reports for the file, whose conversion this keeps.
-fn decode_jpeg_strictly(bytes: &[u8], color: ColorType, width: u32, height: u32) -> std::result::Result<DynamicImage, String> {
+fn decode_jpeg_strictly(
+    bytes: &[u8],
+    color: ColorType,
+    width: u32,
+    height: u32,
+) -> std::result::Result<DynamicImage, String> {
     use zune_core::colorspace::ColorSpace;
     let out = match color {
         ColorType::L8 => ColorSpace::Luma,
@@ -180,7 +188,9 @@ fn decode_jpeg_strictly(bytes: &[u8], color: ColorType, width: u32, height: u32)
     let whole = "the length was checked";
     Ok(match out {
         ColorSpace::Luma => DynamicImage::ImageLuma8(image::ImageBuffer::from_raw(width, height, pixels).expect(whole)),
-        ColorSpace::LumaA => DynamicImage::ImageLumaA8(image::ImageBuffer::from_raw(width, height, pixels).expect(whole)),
+        ColorSpace::LumaA => {
+            DynamicImage::ImageLumaA8(image::ImageBuffer::from_raw(width, height, pixels).expect(whole))
+        }
         ColorSpace::RGBA => DynamicImage::ImageRgba8(image::ImageBuffer::from_raw(width, height, pixels).expect(whole)),
         _ => DynamicImage::ImageRgb8(image::ImageBuffer::from_raw(width, height, pixels).expect(whole)),
     })
@@ -395,7 +405,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&temporary);
-        Error::Output { path: path.display().to_string(), message: format!("cannot write it ({e}); {}", write_advice(&e)) }
+        Error::Output {
+            path: path.display().to_string(),
+            message: format!("cannot write it ({e}); {}", write_advice(&e)),
+        }
     })
 }
 
@@ -409,4 +422,3 @@ pub fn write_advice(e: &std::io::Error) -> &'static str {
         _ => "check the disk and the directory",
     }
 }
-

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 
 use image::RgbImage;
 use nst::color::{color_match, stats};
-use nst::net::{LossKind, Vgg19Weights};
 use nst::image_io::load_image;
+use nst::net::{LossKind, Vgg19Weights};
 use nst::render::{resize, Render, RenderOptions, Size};
 
 fn weights() -> &'static Vgg19Weights {

@@ -155,7 +155,11 @@ fn damage(sample: &Sample, seed: u64, changes_per_byte: usize, bursts: usize) ->
     let bytes = &sample.bytes;
     assert!(accepted(bytes, &name), "{name}: the undamaged sample is refused");
     for length in 0..bytes.len() {
-        assert!(!accepted(&bytes[..length], &name), "{name}: cut to {length} of {} bytes, it was accepted", bytes.len());
+        assert!(
+            !accepted(&bytes[..length], &name),
+            "{name}: cut to {length} of {} bytes, it was accepted",
+            bytes.len()
+        );
     }
     let mut rng = Rng::new(seed);
     let (mut tried, mut passed) = (0, 0);
@@ -279,7 +283,8 @@ fn an_image_too_large_to_decode_is_refused_from_its_header_with_the_limit() {
     bmp[18..22].copy_from_slice(&40000i32.to_le_bytes());
     bmp[22..26].copy_from_slice(&40000i32.to_le_bytes());
 
-    for (name, bytes, size) in [("PNG", png, "60000x60000"), ("JPEG", jpeg, "65000x65000"), ("BMP", bmp, "40000x40000")] {
+    for (name, bytes, size) in [("PNG", png, "60000x60000"), ("JPEG", jpeg, "65000x65000"), ("BMP", bmp, "40000x40000")]
+    {
         let message = match decode_image(&bytes, "huge") {
             Ok(_) => panic!("a {name} of {size} was decoded"),
             Err(e) => e.to_string(),
@@ -290,4 +295,3 @@ fn an_image_too_large_to_decode_is_refused_from_its_header_with_the_limit() {
     }
     assert!(start.elapsed().as_secs_f64() < 1.0, "took {:?}: decoded before refusing", start.elapsed());
 }
-

@@ -7,9 +7,9 @@ mod common;
 use std::sync::OnceLock;
 
 use image::RgbImage;
+use nst::image_io::load_image;
 use nst::net::{LossKind, Pooling, Vgg19Weights};
 use nst::optim::{average_of, two_loop, LbfgsConfig};
-use nst::image_io::load_image;
 use nst::render::{resize, Optimizer, Render, RenderOptions, Size};
 
 fn weights() -> &'static Vgg19Weights {

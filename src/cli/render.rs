@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use clap::Args;
 use nst::gpu::{Gpu, GpuOptions, KernelLibrary};
-use nst::net::{LossKind, Pooling, Vgg19Weights};
 use nst::image_io::{self, Depth};
+use nst::net::{LossKind, Pooling, Vgg19Weights};
 use nst::render::{self, defaults, Init, Losses, Optimizer, Render, RenderOptions, Size};
 
 use super::progress::Progress;
@@ -289,7 +289,11 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
         if args.preserve_colors {
             nst::color::preserve_colors(&mut pixels, render.content());
         }
-        image_io::save_output(&image_io::quantize(&pixels, render.width, render.height, depth), path, profile.as_deref())
+        image_io::save_output(
+            &image_io::quantize(&pixels, render.width, render.height, depth),
+            path,
+            profile.as_deref(),
+        )
     };
     if let Some(log) = &args.log {
         if log.is_dir() {
@@ -408,7 +412,11 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
                         Ok(()) => format!("wrote the image after {t} iterations to {}", args.output.display()),
                         Err(_) => "the image could not be written either".into(),
                     };
-                    return Err(nst::Error::Output { path: log.path.display().to_string(), message: format!("{e}; {image}") }.into());
+                    return Err(nst::Error::Output {
+                        path: log.path.display().to_string(),
+                        message: format!("{e}; {image}"),
+                    }
+                    .into());
                 }
             }
             progress.update(t, &losses);
