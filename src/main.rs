@@ -28,12 +28,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Render CONTENT in the style of STYLE (or a blend of several) into OUTPUT: Adam on VGG19's content and style
-    /// losses, on the GPU. Exit codes: 0 done, 1 error, 2 bad arguments, 3 the loss stopped being
-    /// finite (the last good image is written), 130 interrupted (the current image is written).
+    /// Render CONTENT in the style of STYLE (or a blend of several) into OUTPUT: Adam or L-BFGS on
+    /// VGG19's content and style losses, on the GPU. Exit codes: 0 done, 1 error, 2 bad arguments,
+    /// 3 the loss stopped being finite (the last good image is written), 130 interrupted (the
+    /// current image is written).
     Render(Box<cli::render::RenderArgs>),
-    /// List the adapters found, open the chosen one, compile every kernel, check the weights, and
-    /// print the adapter's limits and the GPU memory a render of SIZE needs.
     /// Time every kernel family at VGG19's shapes and whole iterations on the chosen adapter.
     Bench {
         /// Image sides whose VGG19 layer shapes the kernels run at.
@@ -52,6 +51,8 @@ enum Command {
     /// Run every kernel on the chosen adapter against its CPU twin at small sizes and print the
     /// largest error per kernel; exits with 1 if any kernel is out of tolerance.
     Check,
+    /// List the adapters found, open the chosen one, compile every kernel, check the weights, and
+    /// print the adapter's limits and the GPU memory a render of SIZE needs.
     Info {
         /// Image size for the memory estimate: the long edge (512) or WIDTHxHEIGHT (640x480).
         #[arg(long, default_value = "512")]
