@@ -393,7 +393,8 @@ impl<'g> Engine<'g> {
         self.profile
     }
 
-    /// Bytes of every buffer this engine created; [`Tape::memory`] predicts it.
+    /// Bytes of every buffer this engine created; [`Tape::memory_on`] with this engine's
+    /// [`Engine::profile`] predicts it.
     pub fn allocated_bytes(&self) -> u64 {
         self.allocated
     }

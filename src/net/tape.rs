@@ -530,11 +530,6 @@ impl Tape {
         w
     }
 
-    /// The conv layers this tape runs.
-    pub fn convs_used(&self) -> usize {
-        self.forward.iter().filter(|op| matches!(op, Op::Conv { .. })).count()
-    }
-
     /// Each conv the tape runs, in order, with its params.
     pub fn conv_params(&self) -> impl Iterator<Item = (usize, Conv3x3Params)> + '_ {
         self.forward.iter().filter_map(|op| match *op {
@@ -543,9 +538,8 @@ impl Tape {
         })
     }
 
-    /// GPU memory an engine for this tape needs, with Adam's two moment buffers and the RGBA
-    /// upload/download buffer.
-    /// GPU memory with the portable kernels (no textures).
+    /// GPU memory an engine for this tape needs with the portable kernels (no textures, no
+    /// subgroups): [`Tape::memory_on`] with the default profile.
     pub fn memory(&self) -> MemoryReport {
         self.memory_on(&KernelProfile::default())
     }
