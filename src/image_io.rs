@@ -57,8 +57,9 @@ pub fn load_image(path: &Path) -> Result<RgbImage> {
 /// [`MAX_DECODED_BYTES`] (checked from the header, before any pixel is allocated); any error of the
 /// decoder, including in the colour profile and the EXIF data; a JPEG decoded in strict mode
 /// (entropy-coded data that ends early or holds invalid codes, markers where none belong) or whose
-/// data ends before its end-of-image marker, which a lenient decoder would fill with grey; a GIF
-/// without its trailer byte.
+/// data ends before its end-of-image marker, which a lenient decoder would fill with grey; a PNG
+/// that ends before its IEND chunk; a WebP shorter than its RIFF size or whose chunks do not add
+/// up to it; a GIF without its trailer byte.
 pub fn decode_image(bytes: &[u8], name: &str) -> Result<InputImage> {
     let err = |message: String| Error::Image { path: name.to_string(), message };
     let damaged = |what: String| err(format!("damaged or truncated image ({what}); copy, download or export it again"));
@@ -66,14 +67,11 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<InputImage> {
         .ok()
         .filter(|f| INPUT_FORMATS.contains(f))
         .ok_or_else(|| err("not an image nst can read (use PNG, JPEG, WebP, TIFF, BMP or GIF)".into()))?;
-    let too_large = |e: image::ImageError| {
-        err(format!(
+    let as_error = |e: image::ImageError| match e {
+        image::ImageError::Limits(_) => err(format!(
             "too large to decode ({e}); nst decodes at most {} MiB per image; scale it down first",
             MAX_DECODED_BYTES >> 20
-        ))
-    };
-    let as_error = |e: image::ImageError| match e {
-        image::ImageError::Limits(_) => too_large(e),
+        )),
         e => damaged(e.to_string()),
     };
     let mut limits = Limits::no_limits();
