@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use crate::error::Result;
 use crate::gpu::{submit_commands, Command, Gpu, Kernel, KernelLibrary, Resource, Step};
-use crate::net::engine::{kernel_profile, Engine};
+use crate::net::engine::Engine;
+use crate::net::plan::Capabilities;
 use crate::net::{LossSpec, Pooling, Tape, Vgg19Weights};
 use crate::ops::adam::{self, AdamConfig, AdamParams};
 use crate::ops::conv3x3::{self, Conv3x3Params};
@@ -180,7 +181,7 @@ pub fn kernel_benchmarks(
 ) -> Result<Vec<KernelResult>> {
     let mut b = Bench { gpu, library, reps, results: Vec::new() };
     let subgroups = library.has::<fast::Forward16>();
-    let textures = kernel_profile(gpu, library).texture_conv;
+    let textures = Capabilities::of(gpu, library).texture_conv;
 
     // Baseline shape: 64 channels at 64x64.
     let base = Conv3x3Params::new(64, 64, 64, 64).with_relu(true);

@@ -114,7 +114,7 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
         style: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].iter().map(|l| (l.to_string(), 1.0)).collect(),
         tv: 1.0,
     };
-    let m = Tape::build(&spec)?.memory_on(&nst::net::engine::kernel_profile(&gpu, &library));
+    let m = nst::net::Plan::new(&Tape::build(&spec)?, &nst::net::Capabilities::of(&gpu, &library)).memory();
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
         "memory for {width}x{height} with the default layers: {:.0} MiB (largest buffer {:.0} MiB)",

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use common::{assert_close, to_f64, Rng};
 use nst::net::cpu::{capture_targets, new_values, CpuNet};
-use nst::net::{vgg, Engine, LossKind, LossSpec, Pooling, Tape, Vgg19Weights};
+use nst::net::{vgg, Capabilities, Engine, LossKind, LossSpec, Plan, Pooling, Tape, Vgg19Weights};
 use nst::ops::image::{self, ImageParams};
 
 fn weights() -> &'static Vgg19Weights {
@@ -237,14 +237,18 @@ fn the_memory_report_predicts_what_the_engine_allocates() {
     for (h, w) in [(40, 56), (33, 17), (32, 48)] {
         let tape = Tape::build(&style_spec(h, w, Pooling::Max)).unwrap();
         let engine = Engine::new(gpu, lib, weights(), tape.clone()).unwrap();
-        let predicted = tape.memory_on(&engine.profile()).total();
-        assert_eq!(engine.allocated_bytes(), predicted, "{h}x{w} with {:?}", engine.profile());
+        let plan = Plan::new(&tape, &Capabilities::of(gpu, lib));
+        let predicted = plan.memory().total();
+        assert_eq!(engine.allocated_bytes(), predicted, "{h}x{w} with {:?}", plan.capabilities);
+        assert_eq!(engine.plan().memory(), plan.memory(), "the engine's plan is the one planned here");
     }
-    let profile =
-        Engine::new(gpu, lib, weights(), Tape::build(&style_spec(32, 32, Pooling::Max)).unwrap()).unwrap().profile();
+    let here = Capabilities::of(gpu, lib);
     for side in [256, 512, 1024] {
         let tape = Tape::build(&style_spec(side, side, Pooling::Max)).unwrap();
-        for (what, m) in [("portable kernels", tape.memory()), ("this adapter's kernels", tape.memory_on(&profile))] {
+        let memory = |caps: &Capabilities| Plan::new(&tape, caps).memory();
+        for (what, m) in
+            [("portable kernels", memory(&Capabilities::portable())), ("this adapter's kernels", memory(&here))]
+        {
             let mib = |b: u64| b as f64 / 1048576.0;
             println!(
                 "memory at {side}x{side} with {what}: total {:.1} MiB (weights {:.1}, activations {:.1}, gradients {:.1}, targets {:.1}, other {:.1}); largest buffer {:.1} MiB",
@@ -269,7 +273,7 @@ fn a_size_whose_buffers_exceed_the_binding_limit_is_refused_before_allocating() 
     // relu1_1 holds 64 channels: pick a square just past the limit.
     let side = ((limit / 256) as f64).sqrt() as usize + 1;
     let tape = Tape::build(&style_spec(side, side, Pooling::Max)).unwrap();
-    assert!(tape.memory().largest_buffer > limit);
+    assert!(Plan::new(&tape, &Capabilities::portable()).memory().largest_buffer > limit);
     let err = Engine::new(gpu, lib, weights(), tape).err().expect("refused");
     assert!(matches!(err, nst::Error::ImageSize { .. }), "{err}");
     assert!(err.to_string().contains("use a smaller size"), "{err}");

@@ -303,6 +303,102 @@ impl Command {
     }
 }
 
+/// A kernel chosen but not yet bound: its entry point and the function that binds it. What a plan
+/// records, device-neutral until [`bind_planned`] turns it into a [`Step`].
+#[derive(Clone, Copy)]
+pub struct KernelRef {
+    pub entry: EntryPoint,
+    bind: fn(&Gpu, &KernelLibrary, &[u8], &[Resource]) -> Result<Step>,
+}
+
+fn bind_bytes<K: Kernel>(gpu: &Gpu, library: &KernelLibrary, params: &[u8], resources: &[Resource]) -> Result<Step> {
+    let params: K::Params = bytemuck::pod_read_unaligned(params);
+    Step::bind::<K>(gpu, library, &params, resources)
+}
+
+impl KernelRef {
+    /// Kernel `K`.
+    pub fn of<K: Kernel>() -> KernelRef {
+        KernelRef { entry: K::ENTRY, bind: bind_bytes::<K> }
+    }
+}
+
+impl std::fmt::Debug for KernelRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.entry.name())
+    }
+}
+
+/// One command of an iteration as a plan holds it, its operands named by `R` (buffer and texture
+/// indices in a plan, or the resources themselves); [`bind_planned`] makes it a [`Command`].
+#[derive(Clone, Debug)]
+pub enum Planned<R> {
+    /// A dispatch of `kernel` with its params (the Pod bytes of `K::Params`) on `operands`, in the
+    /// order of the kernel's bindings.
+    Dispatch { kernel: KernelRef, params: Vec<u8>, operands: Vec<R> },
+    /// [`Command::CopyToTexture`].
+    CopyToTexture { buffer: R, texture: R, origin: [u32; 2], extent: [u32; 2] },
+    /// [`Command::CopyBuffer`].
+    CopyBuffer { from: R, to: R },
+}
+
+impl<R> Planned<R> {
+    /// A dispatch of kernel `K` with `params` on `operands`.
+    pub fn dispatch<K: Kernel>(params: &K::Params, operands: Vec<R>) -> Planned<R> {
+        Planned::Dispatch { kernel: KernelRef::of::<K>(), params: bytemuck::bytes_of(params).to_vec(), operands }
+    }
+
+    /// The same command with its operands renamed by `f`.
+    pub fn map<S>(self, mut f: impl FnMut(R) -> S) -> Planned<S> {
+        match self {
+            Planned::Dispatch { kernel, params, operands } => {
+                Planned::Dispatch { kernel, params, operands: operands.into_iter().map(f).collect() }
+            }
+            Planned::CopyToTexture { buffer, texture, origin, extent } => {
+                Planned::CopyToTexture { buffer: f(buffer), texture: f(texture), origin, extent }
+            }
+            Planned::CopyBuffer { from, to } => Planned::CopyBuffer { from: f(from), to: f(to) },
+        }
+    }
+
+    /// What the command runs: the kernel's `shader.entry`, or the kind of copy.
+    pub fn name(&self) -> String {
+        match self {
+            Planned::Dispatch { kernel, .. } => kernel.entry.name(),
+            Planned::CopyToTexture { .. } => "copy to texture".into(),
+            Planned::CopyBuffer { .. } => "copy buffer".into(),
+        }
+    }
+}
+
+/// Binds one planned command to its resources: a [`Step`] for a dispatch (with every check of
+/// [`Step::bind`]), or the copy.
+pub fn bind_planned(gpu: &Gpu, library: &KernelLibrary, planned: &Planned<Resource>) -> Result<Command> {
+    let kind_error = |what: &str| Error::Shape { kernel: planned.name(), message: format!("copies {what}") };
+    Ok(match planned {
+        Planned::Dispatch { kernel, params, operands } => {
+            Command::Dispatch((kernel.bind)(gpu, library, params, operands)?)
+        }
+        Planned::CopyToTexture { buffer, texture, origin, extent } => match (buffer, texture) {
+            (Resource::Buffer(b), Resource::Texture(t)) => {
+                Command::CopyToTexture { buffer: (*b).clone(), texture: (*t).clone(), origin: *origin, extent: *extent }
+            }
+            _ => return Err(kind_error("from a buffer into a texture")),
+        },
+        Planned::CopyBuffer { from, to } => match (from, to) {
+            (Resource::Buffer(from), Resource::Buffer(to)) => {
+                Command::CopyBuffer { from: (*from).clone(), to: (*to).clone() }
+            }
+            _ => return Err(kind_error("from a buffer into a buffer")),
+        },
+    })
+}
+
+/// [`bind_planned`] for each command, in order.
+pub fn bind_all(gpu: &Gpu, library: &KernelLibrary, planned: Vec<Planned<Resource>>) -> Result<Vec<Command>> {
+    planned.iter().map(|p| bind_planned(gpu, library, p)).collect()
+}
+
 /// Records `commands` in order into one command encoder (consecutive dispatches share a compute
 /// pass; a copy ends the pass) and submits it.
 pub fn submit_commands(gpu: &Gpu, label: &str, commands: &[&Command]) -> Result<()> {

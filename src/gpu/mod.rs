@@ -7,4 +7,7 @@ pub mod library;
 
 pub use context::{Gpu, GpuOptions};
 pub use kernel::{Access, Binding, EntryPoint, Kernel};
-pub use library::{run_once, submit, submit_commands, Command, KernelLibrary, Resource, Step};
+pub use library::{
+    bind_all, bind_planned, run_once, submit, submit_commands, Command, KernelLibrary, KernelRef, Planned, Resource,
+    Step,
+};

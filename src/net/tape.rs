@@ -9,9 +9,7 @@ use super::vgg::{layer_position, layers, min_side, Layer, Pooling, CONVS};
 use super::weights::Vgg19Weights;
 use crate::error::{Error, Result};
 use crate::ops::conv3x3::Conv3x3Params;
-use crate::ops::conv3x3_subgroup;
 use crate::ops::gram::GramParams;
-use crate::ops::gram_subgroup::GramSliceParams;
 use crate::ops::image::NETWORK_CHANNELS;
 use crate::ops::maxpool2::Pool2Params;
 use crate::ops::relu::ReluParams;
@@ -198,62 +196,6 @@ pub struct Tape {
     pub losses: Vec<LossTerm>,
     /// Layer outputs by name (`relu1_1`, `pool1`, ...), up to the deepest layer used.
     pub outputs: Vec<(String, TensorId)>,
-}
-
-/// Which conv kernels a device runs, which decides the buffers and textures an engine makes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelProfile {
-    /// The largest 2D texture side, when the subgroup conv with texture operands is available.
-    pub texture_conv: Option<u32>,
-    /// Whether the Gram backward runs as a pointwise subgroup conv (needs subgroups).
-    pub pointwise_gram: bool,
-    /// Whether the fast Gram forward (`gram_subgroup`, reading the features' texture) was built:
-    /// subgroups of at least 4 lanes, and texture operands (`texture_conv`).
-    pub subgroup_gram: bool,
-}
-
-impl KernelProfile {
-    /// Whether the Gram backward with `params` runs as symmetrize + pointwise conv, which needs a
-    /// `channels x channels` buffer and a zero bias of its own, and the forward as transposed
-    /// chunks + pointwise conv + scale, with the scratch buffers of [`Tape::gram_forward_scratch`].
-    pub fn gram_as_pointwise(&self, params: &GramParams) -> bool {
-        self.pointwise_gram && params.channels.is_multiple_of(32)
-    }
-
-    /// The slicing of the fast Gram forward for a feature map of `(height, width, channels)`, where
-    /// this device runs it for that map: channels a multiple of 16, a texture that fits the adapter
-    /// and rows a buffer-to-texture copy can write. The features' texture has the layout (and the
-    /// size) of a conv input texture of that map, and is shared with it.
-    pub fn gram_slices(&self, (height, width, channels): (usize, usize, usize)) -> Option<GramSliceParams> {
-        let max = self.texture_conv.filter(|_| self.subgroup_gram)?;
-        Some(GramSliceParams::new(height, width, channels)).filter(|p| p.fits(max))
-    }
-
-    /// Whether a conv pass with `params` reads its input and weights through textures.
-    pub fn textured(&self, params: &Conv3x3Params) -> bool {
-        self.texture_conv.is_some_and(|max| {
-            conv3x3_subgroup::tile_for(params).is_some() && conv3x3_subgroup::textures_fit(params, max)
-        })
-    }
-}
-
-/// Bytes of GPU memory an engine for one tape needs, computed before anything is allocated.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MemoryReport {
-    pub weights: u64,
-    pub activations: u64,
-    pub gradients: u64,
-    pub targets: u64,
-    /// Shared buffers (pool outputs, masked gradients, loss partials), Adam's moments, image I/O.
-    pub other: u64,
-    /// The largest single buffer, which must fit the adapter's storage binding limit.
-    pub largest_buffer: u64,
-}
-
-impl MemoryReport {
-    pub fn total(&self) -> u64 {
-        self.weights + self.activations + self.gradients + self.targets + self.other
-    }
 }
 
 impl Tape {
@@ -469,30 +411,6 @@ impl Tape {
         self.outputs.iter().find(|(n, _)| n == name).map(|&(_, t)| t)
     }
 
-    /// Element counts of the buffers an engine allocates, one per tensor except that all
-    /// [`TensorKind::Transient`] tensors share one buffer and all [`TensorKind::Masked`] ones
-    /// another. Returns (buffer of each tensor, length of each buffer).
-    pub fn buffer_plan(&self) -> (Vec<usize>, Vec<usize>) {
-        let mut of_tensor = Vec::with_capacity(self.tensors.len());
-        let mut lens: Vec<usize> = Vec::new();
-        let mut shared: HashMap<TensorKind, usize> = HashMap::new();
-        for t in &self.tensors {
-            let b = match t.kind {
-                TensorKind::Transient | TensorKind::Masked => *shared.entry(t.kind).or_insert_with(|| {
-                    lens.push(0);
-                    lens.len() - 1
-                }),
-                _ => {
-                    lens.push(0);
-                    lens.len() - 1
-                }
-            };
-            lens[b] = lens[b].max(t.len);
-            of_tensor.push(b);
-        }
-        (of_tensor, lens)
-    }
-
     /// Elements of the loss-partials scratch buffer: the most partial sums any head writes.
     pub fn partials_len(&self) -> usize {
         self.forward
@@ -536,130 +454,5 @@ impl Tape {
             Op::Conv { conv, params, .. } => Some((conv, params)),
             _ => None,
         })
-    }
-
-    /// GPU memory an engine for this tape needs with the portable kernels (no textures, no
-    /// subgroups): [`Tape::memory_on`] with the default profile.
-    pub fn memory(&self) -> MemoryReport {
-        self.memory_on(&KernelProfile::default())
-    }
-
-    /// The forward conv and the input-gradient conv of each conv layer, with their params: the
-    /// gradient is a forward conv with in and out channels swapped and flipped, transposed weights.
-    pub fn conv_passes(&self) -> impl Iterator<Item = (usize, Conv3x3Params, Conv3x3Params)> + '_ {
-        self.conv_params().map(|(conv, p)| {
-            let gradient = p.with_accumulate(false).input_gradient();
-            (conv, p, gradient)
-        })
-    }
-
-    /// The buffers shared by the Gram forwards that run as pointwise convs on a device with
-    /// `profile`, if any does: (floats of the largest transposed chunk, the most channels, for
-    /// one zero bias).
-    pub fn gram_forward_scratch(&self, profile: &KernelProfile) -> Option<(usize, usize)> {
-        self.forward
-            .iter()
-            .filter_map(|op| match op {
-                Op::Gram { input, params, .. }
-                    if profile.gram_as_pointwise(params)
-                        && profile.gram_slices(self.tensors[*input].shape).is_none() =>
-                {
-                    Some((
-                        crate::ops::gram::pointwise_scratch_len(params, crate::ops::gram::MAX_CHUNK_POSITIONS),
-                        params.channels as usize,
-                    ))
-                }
-                _ => None,
-            })
-            .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
-    }
-
-    /// The largest partials buffer the fast Gram forwards of this tape need on a device with
-    /// `profile` (they share one), if any runs there.
-    pub fn gram_partials_len(&self, profile: &KernelProfile) -> Option<usize> {
-        self.forward
-            .iter()
-            .filter_map(|op| match op {
-                Op::Gram { input, .. } => profile.gram_slices(self.tensors[*input].shape).map(|p| p.partials_len()),
-                _ => None,
-            })
-            .max()
-    }
-
-    /// GPU memory an engine for this tape needs on a device with `profile`, computed before
-    /// anything is allocated; the engine allocates exactly this.
-    pub fn memory_on(&self, profile: &KernelProfile) -> MemoryReport {
-        let (of_tensor, lens) = self.buffer_plan();
-        let mut report = MemoryReport::default();
-        let mut counted = vec![false; lens.len()];
-        for (t, &b) in self.tensors.iter().zip(&of_tensor) {
-            if std::mem::replace(&mut counted[b], true) {
-                continue;
-            }
-            let bytes = 4 * lens[b].max(1) as u64;
-            report.largest_buffer = report.largest_buffer.max(bytes);
-            match t.kind {
-                TensorKind::Activation | TensorKind::Gram | TensorKind::Image => report.activations += bytes,
-                TensorKind::Grad => report.gradients += bytes,
-                TensorKind::Target => report.targets += bytes,
-                TensorKind::Transient | TensorKind::Masked => report.other += bytes,
-            }
-        }
-        // Each conv keeps its weights and their flipped transpose for the input gradient (as a
-        // buffer or a texture), its bias and a zero bias for the gradient conv. Texture convs read
-        // their input from a texture, one per distinct input shape.
-        let mut input_textures = std::collections::BTreeSet::new();
-        let has_grad = |t: &TensorId| self.grads.contains_key(t);
-        for (conv, p, gradient) in self.conv_passes() {
-            let weights = 4 * p.weights_len() as u64;
-            let output = self.forward.iter().find_map(|op| match *op {
-                Op::Conv { conv: c, output, .. } if c == conv => Some(output),
-                _ => None,
-            });
-            let passes = if output.is_some_and(|o| has_grad(&o)) { vec![p, gradient] } else { vec![p] };
-            for pass in passes {
-                report.weights += weights;
-                if profile.textured(&pass) {
-                    input_textures.insert(conv3x3_subgroup::input_texture_size(&pass));
-                } else {
-                    report.largest_buffer = report.largest_buffer.max(weights);
-                }
-            }
-            report.weights += 4 * (p.out_channels + p.in_channels) as u64;
-        }
-        // The fast Gram forwards copy their features into the texture of that map's shape (shared
-        // with the convs) and share one buffer of partials.
-        for op in &self.forward {
-            if let Op::Gram { input, .. } = op {
-                if let Some(p) = profile.gram_slices(self.tensors[*input].shape) {
-                    input_textures.insert(p.texture_size());
-                }
-            }
-        }
-        if let Some(len) = self.gram_partials_len(profile) {
-            report.other += 4 * len as u64;
-            report.largest_buffer = report.largest_buffer.max(4 * len as u64);
-        }
-        report.other += input_textures.iter().map(|&(w, h)| 16 * w as u64 * h as u64).sum::<u64>();
-        for op in &self.backward {
-            if let BackOp::Gram { params, .. } = op {
-                if profile.gram_as_pointwise(params) {
-                    report.other += 4 * (params.gram_len() + params.channels as usize) as u64;
-                }
-            }
-        }
-        if let Some((scratch, channels)) = self.gram_forward_scratch(profile) {
-            report.other += 4 * (scratch + channels) as u64;
-            report.largest_buffer = report.largest_buffer.max(4 * scratch as u64);
-        }
-        let pixels = (self.spec.height * self.spec.width) as u64;
-        report.other += 4 * self.partials_len() as u64 + 4 * self.losses.len().max(1) as u64;
-        let image = 4 * NETWORK_CHANNELS as u64 * pixels;
-        // Adam's two moments, two image backups, the RGBA buffer.
-        report.other += 4 * image + 4 * pixels;
-        if self.image_grad().is_none() {
-            report.other += image;
-        }
-        report
     }
 }

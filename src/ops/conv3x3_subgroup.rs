@@ -5,7 +5,7 @@
 
 use super::conv3x3::Conv3x3Params;
 use crate::gpu::kernel::{read, read_write, texture, EntryPoint, Kernel};
-use crate::gpu::Command;
+use crate::gpu::{Command, KernelRef, Planned};
 use crate::Real;
 
 /// The template, with `{{SG}}`, `{{KSIZE}}`, `{{CO_TILE}}`, `{{WEIGHTS_BINDING}}`,
@@ -236,15 +236,18 @@ pub fn map_texture_size(height: u32, width: u32, channels: u32) -> (u32, u32) {
 }
 
 /// The copy of a channels-last `height x width x channels` map in `buffer` into the inside of its
-/// map texture (the border stays as it was made: zero).
-pub fn map_copy(buffer: &wgpu::Buffer, texture: &wgpu::Texture, height: u32, width: u32, channels: u32) -> Command {
+/// map texture (the border stays as it was made: zero), as a planned command.
+pub fn planned_map_copy<R>(buffer: R, texture: R, height: u32, width: u32, channels: u32) -> Planned<R> {
     let c4 = channels / 4;
-    Command::CopyToTexture {
-        buffer: buffer.clone(),
-        texture: texture.clone(),
-        origin: [c4, 1],
-        extent: [width * c4, height],
-    }
+    Planned::CopyToTexture { buffer, texture, origin: [c4, 1], extent: [width * c4, height] }
+}
+
+/// [`planned_map_copy`] as a command.
+pub fn map_copy(buffer: &wgpu::Buffer, texture: &wgpu::Texture, height: u32, width: u32, channels: u32) -> Command {
+    let Planned::CopyToTexture { origin, extent, .. } = planned_map_copy((), (), height, width, channels) else {
+        unreachable!("planned_map_copy plans a copy to a texture")
+    };
+    Command::CopyToTexture { buffer: buffer.clone(), texture: texture.clone(), origin, extent }
 }
 
 /// Whether a map's rows suit a buffer-to-texture copy: a multiple of 256 bytes.
@@ -328,19 +331,50 @@ pub fn texture_kernels_built(library: &crate::gpu::KernelLibrary) -> bool {
     library.has::<Forward16Tex>() && library.has::<Forward4Tex>()
 }
 
-/// The texture kernel for `p`'s output-channel tile (16 where it divides, else 4), bound to
-/// `[weights texture, bias, input texture, output]`; returns the step and the kernel's name.
+/// The texture kernel for `p`'s output-channel tile: 16 where it divides, else 4.
+pub fn textured_kernel(p: &Conv3x3Params) -> KernelRef {
+    match tile_for(p) {
+        Some(16) => KernelRef::of::<Forward16Tex>(),
+        _ => KernelRef::of::<Forward4Tex>(),
+    }
+}
+
+/// The storage-operand subgroup kernel for `p`'s output-channel tile, if the shape suits one.
+pub fn storage_kernel(p: &Conv3x3Params) -> Option<KernelRef> {
+    match tile_for(p) {
+        Some(16) => Some(KernelRef::of::<Forward16>()),
+        Some(4) => Some(KernelRef::of::<Forward4>()),
+        _ => None,
+    }
+}
+
+/// A conv pass with texture operands as planned commands: the copy of `input` (a buffer) into
+/// `input_texture` (its map texture, [`input_texture_size`]), then [`textured_kernel`] on
+/// `[weights texture, bias, input texture, output]`.
+pub fn textured_plan<R: Clone>(
+    p: &Conv3x3Params,
+    [weights, bias, input, input_texture, output]: [R; 5],
+) -> Vec<Planned<R>> {
+    let copy = planned_map_copy(input, input_texture.clone(), p.height, p.width, p.in_channels);
+    let kernel = textured_kernel(p);
+    let params = bytemuck::bytes_of(p).to_vec();
+    vec![copy, Planned::Dispatch { kernel, params, operands: vec![weights, bias, input_texture, output] }]
+}
+
+/// [`textured_kernel`] bound to `[weights texture, bias, input texture, output]`; returns the step
+/// and the kernel's name.
 pub fn bind_textured(
     gpu: &crate::gpu::Gpu,
     library: &crate::gpu::KernelLibrary,
     p: &Conv3x3Params,
     resources: &[crate::gpu::Resource; 4],
 ) -> crate::Result<(crate::gpu::Step, String)> {
-    use crate::gpu::Step;
-    Ok(match tile_for(p) {
-        Some(16) => (Step::bind::<Forward16Tex>(gpu, library, p, resources)?, Forward16Tex::ENTRY.name()),
-        _ => (Step::bind::<Forward4Tex>(gpu, library, p, resources)?, Forward4Tex::ENTRY.name()),
-    })
+    let kernel = textured_kernel(p);
+    let planned = Planned::Dispatch { kernel, params: bytemuck::bytes_of(p).to_vec(), operands: resources.to_vec() };
+    match crate::gpu::bind_planned(gpu, library, &planned)? {
+        Command::Dispatch(step) => Ok((step, kernel.entry.name())),
+        _ => unreachable!("a planned dispatch binds to a dispatch"),
+    }
 }
 
 /// The largest tile of [`CO_TILES`] that divides `out_channels`, if the shape suits the kernel.

@@ -195,35 +195,54 @@ pub fn pointwise_scratch_len(p: &GramParams, max_chunk: usize) -> usize {
     p.channels as usize * p.chunk_len(max_chunk)
 }
 
-/// The Gram forward as the engine runs it with subgroups (channels a multiple of 32): for each
-/// chunk of at most `max_chunk` positions, `transpose.forward` writes the chunk channels-first
-/// into `scratch` and the pointwise conv (`conv1x1_subgroup_co32`, its "pixels" the channels and
-/// its "input channels" the chunk's positions, `scratch` as both input and weights) adds
-/// `Fᵀ F` over the chunk into `gram` (`=` for the first chunk); then `gram.scale` applies the
+/// The Gram forward as the engine runs it with subgroups (channels a multiple of 32), as planned
+/// commands: for each chunk of at most `max_chunk` positions, `transpose.forward` writes the chunk
+/// channels-first into `scratch` and the pointwise conv (`conv1x1_subgroup_co32`, its "pixels" the
+/// channels and its "input channels" the chunk's positions, `scratch` as both input and weights)
+/// adds `Fᵀ F` over the chunk into `gram` (`=` for the first chunk); then `gram.scale` applies the
 /// normaliser. `scratch` holds at least [`pointwise_scratch_len`] floats, `zero_bias` at least
 /// `channels` zeros.
+pub fn pointwise_forward_plan<R: Clone>(
+    p: &GramParams,
+    max_chunk: usize,
+    [features, gram, scratch, zero_bias]: [R; 4],
+) -> Vec<crate::gpu::Planned<R>> {
+    use super::conv3x3::Conv3x3Params;
+    use super::conv3x3_subgroup::Pointwise32;
+    use super::transpose::{self, TransposeParams};
+    use crate::gpu::Planned;
+    let (positions, c) = (p.positions as usize, p.channels as usize);
+    let len = p.chunk_len(max_chunk);
+    let mut plan = Vec::new();
+    for (k, start) in (0..positions).step_by(len).enumerate() {
+        let t = TransposeParams::new(positions, c, start, len);
+        plan.push(Planned::dispatch::<transpose::Forward>(&t, vec![features.clone(), scratch.clone()]));
+        let conv = Conv3x3Params::new(1, c, len, c).with_accumulate(k > 0);
+        let operands = vec![scratch.clone(), zero_bias.clone(), scratch.clone(), gram.clone()];
+        plan.push(Planned::dispatch::<Pointwise32>(&conv, operands));
+    }
+    plan.push(Planned::dispatch::<Scale>(p, vec![gram]));
+    plan
+}
+
+/// [`pointwise_forward_plan`] bound to buffers.
 pub fn pointwise_forward_steps(
     gpu: &crate::gpu::Gpu,
     library: &crate::gpu::KernelLibrary,
     p: &GramParams,
     max_chunk: usize,
-    [features, gram, scratch, zero_bias]: [&wgpu::Buffer; 4],
+    buffers: [&wgpu::Buffer; 4],
 ) -> crate::Result<Vec<crate::gpu::Step>> {
-    use super::conv3x3::Conv3x3Params;
-    use super::conv3x3_subgroup::Pointwise32;
-    use super::transpose::{self, TransposeParams};
-    use crate::gpu::Step;
-    let (positions, c) = (p.positions as usize, p.channels as usize);
-    let len = p.chunk_len(max_chunk);
-    let mut steps = Vec::new();
-    for (k, start) in (0..positions).step_by(len).enumerate() {
-        let t = TransposeParams::new(positions, c, start, len);
-        steps.push(Step::new::<transpose::Forward>(gpu, library, &t, &[features, scratch])?);
-        let conv = Conv3x3Params::new(1, c, len, c).with_accumulate(k > 0);
-        steps.push(Step::new::<Pointwise32>(gpu, library, &conv, &[scratch, zero_bias, scratch, gram])?);
-    }
-    steps.push(Step::new::<Scale>(gpu, library, p, &[gram])?);
-    Ok(steps)
+    use crate::gpu::{Command, Resource};
+    let plan = pointwise_forward_plan(p, max_chunk, buffers.map(Resource::Buffer));
+    let commands = crate::gpu::bind_all(gpu, library, plan)?;
+    Ok(commands
+        .into_iter()
+        .map(|c| match c {
+            Command::Dispatch(step) => step,
+            _ => unreachable!("the pointwise Gram forward plans only dispatches"),
+        })
+        .collect())
 }
 
 /// CPU twin of `gram.forward`: `gram[i][j] = scale * sum_p F[p][i] F[p][j]`.

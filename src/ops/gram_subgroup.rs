@@ -195,10 +195,29 @@ pub fn built(gpu: &crate::gpu::Gpu, library: &crate::gpu::KernelLibrary) -> bool
     gpu.subgroup_size.is_some_and(|sg| sg >= 4) && library.has::<Partials>() && library.has::<Sum>()
 }
 
-/// The Gram forward as the engine records it: copy `features` (channels-last) into the inside of
-/// their map texture `texture` (made with [`texture_size`](GramSliceParams::texture_size) by
+/// The Gram forward as planned commands: copy `features` (channels-last) into the inside of their
+/// map texture `texture` (made with [`texture_size`](GramSliceParams::texture_size) by
 /// [`create_texture`](super::conv3x3_subgroup::create_texture), its border zero), the partials,
-/// their sum into `gram`.
+/// their sum into `gram`. Operands `[features, texture, partials, gram]`.
+pub fn forward_plan<R: Clone>(
+    p: &GramSliceParams,
+    [features, texture, partials, gram]: [R; 4],
+) -> Vec<crate::gpu::Planned<R>> {
+    use crate::gpu::Planned;
+    debug_assert!(p.positions.is_multiple_of(p.width), "a map of whole rows");
+    let copy = super::conv3x3_subgroup::planned_map_copy(
+        features,
+        texture.clone(),
+        p.positions / p.width,
+        p.width,
+        p.channels,
+    );
+    let first = Planned::dispatch::<Partials>(p, vec![texture, partials.clone()]);
+    let second = Planned::dispatch::<Sum>(p, vec![partials, gram]);
+    vec![copy, first, second]
+}
+
+/// [`forward_plan`] bound to buffers and the texture.
 pub fn forward_commands(
     gpu: &crate::gpu::Gpu,
     library: &crate::gpu::KernelLibrary,
@@ -208,12 +227,10 @@ pub fn forward_commands(
     partials: &wgpu::Buffer,
     gram: &wgpu::Buffer,
 ) -> crate::Result<Vec<crate::gpu::Command>> {
-    use crate::gpu::{Command, Resource, Step};
-    debug_assert!(p.positions.is_multiple_of(p.width), "a map of whole rows");
-    let first = Step::bind::<Partials>(gpu, library, p, &[Resource::Texture(texture), Resource::Buffer(partials)])?;
-    let second = Step::new::<Sum>(gpu, library, p, &[partials, gram])?;
-    let copy = super::conv3x3_subgroup::map_copy(features, texture, p.positions / p.width, p.width, p.channels);
-    Ok(vec![copy, Command::Dispatch(first), Command::Dispatch(second)])
+    use crate::gpu::Resource;
+    let operands =
+        [Resource::Buffer(features), Resource::Texture(texture), Resource::Buffer(partials), Resource::Buffer(gram)];
+    crate::gpu::bind_all(gpu, library, forward_plan(p, operands))
 }
 
 /// CPU twin of `gram_subgroup.partials`: `partials[s][i][j] = sum_{p in slice s} F[p][i] F[p][j]`,
