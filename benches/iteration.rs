@@ -1,12 +1,12 @@
 //! `cargo bench --bench iteration`: seconds per iteration (forward through relu5_1, the losses,
 //! backward to the image, Adam) at 128, 256 and 512 px, the GPU memory, and where the time goes.
 
-use nst::gpu::{Gpu, GpuOptions, KernelLibrary};
+use nst::gpu::{Gpu, GpuOptions};
 use nst::net::Vgg19Weights;
 
 fn main() {
     let gpu = Gpu::new(&GpuOptions::from_env()).unwrap_or_else(|e| panic!("benchmarks need an adapter: {e}"));
-    let library = KernelLibrary::new(&gpu).expect("the kernel library compiles");
+    let library = nst::shaders::library(&gpu).expect("the kernel library compiles");
     let weights = Vgg19Weights::embedded().expect("the embedded weights load");
     println!("adapter: {}", gpu.describe());
     let results =

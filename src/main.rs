@@ -5,7 +5,7 @@ use std::process::ExitCode;
 mod cli;
 
 use clap::{Parser, Subcommand};
-use nst::gpu::{Gpu, GpuOptions, KernelLibrary};
+use nst::gpu::{Gpu, GpuOptions};
 use nst::net::{LossSpec, Pooling, Tape, Vgg19Weights};
 
 #[derive(Parser)]
@@ -97,7 +97,7 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
     }
     let gpu = Gpu::new(options)?;
     let start = std::time::Instant::now();
-    let library = KernelLibrary::new(&gpu)?;
+    let library = nst::shaders::library(&gpu)?;
     println!("chosen: {}", gpu.describe());
     println!("  kernels: {} compiled in {:.2} s", nst::ops::ENTRY_POINTS.len(), start.elapsed().as_secs_f64());
     let l = &gpu.limits;
@@ -132,7 +132,7 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
 
 fn check(options: &GpuOptions) -> nst::Result<()> {
     let gpu = Gpu::new(options)?;
-    let library = KernelLibrary::new(&gpu)?;
+    let library = nst::shaders::library(&gpu)?;
     println!("adapter: {}", gpu.describe());
     println!("every kernel against its CPU twin (f64 from the same f32 inputs):");
     let start = std::time::Instant::now();
@@ -171,7 +171,7 @@ fn bench(
     json: bool,
 ) -> nst::Result<()> {
     let gpu = Gpu::new(options)?;
-    let library = KernelLibrary::new(&gpu)?;
+    let library = nst::shaders::library(&gpu)?;
     let (weights, _) = load_weights(weights)?;
     if !json {
         println!("adapter: {}", gpu.describe());

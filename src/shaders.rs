@@ -1,5 +1,9 @@
-//! The WGSL files of `shaders/`, embedded into the binary, and their validation with naga (no GPU).
+//! The kernel registry: the WGSL files of `shaders/`, embedded into the binary, the shaders
+//! generated per adapter, the kernel library they make with [`crate::ops::ENTRY_POINTS`], and
+//! their validation with naga (no GPU). The `gpu` layer knows none of this: [`library`] hands it
+//! the sources.
 
+use crate::gpu::{Gpu, KernelLibrary, KernelSources, ShaderSource};
 use crate::ops::conv3x3_subgroup::{self, Operands};
 
 /// One file of `shaders/`.
@@ -94,6 +98,29 @@ pub const GENERATED: &[GeneratedShader] = &[
         generate: gram_subgroup,
     },
 ];
+
+/// The sources of every kernel for an adapter whose smallest subgroup is `subgroup_size` (none:
+/// no subgroup operations, so no generated shaders).
+pub fn sources(subgroup_size: Option<u32>) -> KernelSources {
+    let mut modules: Vec<ShaderSource> =
+        FILES.iter().map(|f| ShaderSource { name: f.name, label: f.path(), source: f.source.into() }).collect();
+    if let Some(sg) = subgroup_size {
+        for g in GENERATED {
+            let label = format!("{} as {} (subgroup size {sg})", g.template, g.name);
+            modules.push(ShaderSource { name: g.name, label, source: (g.generate)(sg as usize).into() });
+        }
+    }
+    KernelSources {
+        modules,
+        entry_points: crate::ops::ENTRY_POINTS,
+        optional: GENERATED.iter().map(|g| g.name).collect(),
+    }
+}
+
+/// Compiles every kernel for `gpu`: the library a render, a check or a benchmark runs on.
+pub fn library(gpu: &Gpu) -> crate::Result<KernelLibrary> {
+    KernelLibrary::new(gpu, sources(gpu.subgroup_size))
+}
 
 /// Subgroup sizes the generated shaders are checked at: every power of two an adapter may report.
 pub const SUBGROUP_SIZES: [usize; 6] = [4, 8, 16, 32, 64, 128];

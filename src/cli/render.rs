@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Args;
-use nst::gpu::{Gpu, GpuOptions, KernelLibrary};
+use nst::gpu::{Gpu, GpuOptions};
 use nst::image_io::{self, Depth};
 use nst::net::{LossKind, Pooling, Vgg19Weights};
 use nst::render::{self, defaults, Init, Losses, Optimizer, Render, RenderOptions, Size};
@@ -305,7 +305,7 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
     let mut log = args.log.as_deref().map(Log::new);
 
     let gpu = Gpu::new(gpu_options)?;
-    let library = KernelLibrary::new(&gpu)?;
+    let library = nst::shaders::library(&gpu)?;
     let weights = match weights_path {
         Some(p) => Vgg19Weights::from_file(p)?,
         None => Vgg19Weights::embedded()?,

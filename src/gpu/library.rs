@@ -7,14 +7,32 @@ use super::context::Gpu;
 use super::dispatch::{check_binding, fold_workgroups};
 use super::kernel::{Access, EntryPoint, Kernel};
 use crate::error::{Error, Result};
-use crate::shaders;
 
 struct Compiled {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
 }
 
-/// Every pipeline of [`crate::ops::ENTRY_POINTS`], compiled on one device.
+/// One WGSL module for the library to compile.
+pub struct ShaderSource {
+    /// The name entry points refer to ([`EntryPoint::shader`]).
+    pub name: &'static str,
+    /// Where it comes from, for messages (`shaders/relu.wgsl`).
+    pub label: String,
+    pub source: std::borrow::Cow<'static, str>,
+}
+
+/// What a kernel library compiles, handed to it by the kernel registry (`nst::shaders::library`):
+/// the modules for this adapter and every entry point.
+pub struct KernelSources {
+    pub modules: Vec<ShaderSource>,
+    pub entry_points: &'static [EntryPoint],
+    /// Modules that exist only on some adapters (the subgroup kernels): where such a module is
+    /// absent, its entry points are left out instead of refused.
+    pub optional: Vec<&'static str>,
+}
+
+/// Every pipeline of a [`KernelSources`], compiled on one device.
 pub struct KernelLibrary {
     pipelines: HashMap<(&'static str, &'static str), Compiled>,
 }
@@ -52,19 +70,11 @@ fn layout_entries(entry: &EntryPoint) -> Vec<wgpu::BindGroupLayoutEntry> {
 }
 
 impl KernelLibrary {
-    /// Compiles every shader and entry point. A shader the driver rejects is an [`Error::Shader`]
-    /// naming the file and entry point.
-    pub fn new(gpu: &Gpu) -> Result<KernelLibrary> {
-        let mut sources: Vec<(&'static str, String, std::borrow::Cow<'static, str>)> =
-            shaders::FILES.iter().map(|f| (f.name, f.path(), f.source.into())).collect();
-        if let Some(sg) = gpu.subgroup_size {
-            for g in shaders::GENERATED {
-                let label = format!("{} as {} (subgroup size {sg})", g.template, g.name);
-                sources.push((g.name, label, (g.generate)(sg as usize).into()));
-            }
-        }
+    /// Compiles every module and entry point of `sources`. A shader the driver rejects is an
+    /// [`Error::Shader`] naming the file and entry point.
+    pub fn new(gpu: &Gpu, sources: KernelSources) -> Result<KernelLibrary> {
         let mut modules = HashMap::new();
-        for (name, path, source) in sources {
+        for ShaderSource { name, label: path, source } in sources.modules {
             let module = gpu
                 .scoped(&format!("compiling {path}"), || {
                     gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -76,10 +86,10 @@ impl KernelLibrary {
             modules.insert(name, module);
         }
         let mut pipelines = HashMap::new();
-        for entry in crate::ops::ENTRY_POINTS {
+        for entry in sources.entry_points {
             let name = entry.name();
             let Some(module) = modules.get(entry.shader) else {
-                if shaders::GENERATED.iter().any(|g| g.name == entry.shader) {
+                if sources.optional.contains(&entry.shader) {
                     continue; // a subgroup kernel on an adapter without subgroups
                 }
                 return Err(Error::UnknownKernel {
@@ -120,7 +130,8 @@ impl KernelLibrary {
     fn get(&self, entry: &EntryPoint) -> Result<&Compiled> {
         self.pipelines.get(&(entry.shader, entry.entry)).ok_or_else(|| Error::UnknownKernel {
             kernel: entry.name(),
-            message: "not built for this device (it needs subgroups, or is not in ops::ENTRY_POINTS)".to_string(),
+            message: "not built for this device (it needs subgroups, or is not among the library's entry points)"
+                .to_string(),
         })
     }
 

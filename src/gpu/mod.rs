@@ -8,6 +8,6 @@ pub mod library;
 pub use context::{Gpu, GpuOptions};
 pub use kernel::{Access, Binding, EntryPoint, Kernel};
 pub use library::{
-    bind_all, bind_planned, run_once, submit, submit_commands, Command, KernelLibrary, KernelRef, Planned, Resource,
-    Step,
+    bind_all, bind_planned, run_once, submit, submit_commands, Command, KernelLibrary, KernelRef, KernelSources,
+    Planned, Resource, ShaderSource, Step,
 };

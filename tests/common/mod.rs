@@ -47,7 +47,7 @@ static GPU: OnceLock<Option<(Gpu, KernelLibrary)>> = OnceLock::new();
 pub fn gpu() -> Option<&'static (Gpu, KernelLibrary)> {
     let found = GPU.get_or_init(|| match Gpu::new(&GpuOptions::from_env()) {
         Ok(gpu) => {
-            let library = KernelLibrary::new(&gpu).expect("the kernel library compiles");
+            let library = nst::shaders::library(&gpu).expect("the kernel library compiles");
             eprintln!("GPU tests run on {}", gpu.describe());
             Some((gpu, library))
         }
