@@ -499,22 +499,34 @@ fn packed(img: &RgbImage) -> Vec<u32> {
     img.pixels().map(|p| pack_rgba([p[0], p[1], p[2], 255])).collect()
 }
 
-/// The losses of one iteration, weighted as they enter the total.
+/// One term of an iteration's loss, weighted as it enters the total.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Term {
+    pub kind: LossKind,
+    /// The layer it reads (`relu4_2`), or `image` for TV.
+    pub layer: String,
+    pub value: f64,
+}
+
+/// The losses of one iteration: a list of named terms, in the order of the tape's loss slots.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Losses {
-    pub content: f64,
-    pub style: f64,
-    pub tv: f64,
-    /// Each term: (kind, layer, weighted loss).
-    pub terms: Vec<(LossKind, String, f64)>,
+    pub terms: Vec<Term>,
 }
 
 impl Losses {
-    pub fn total(&self) -> f64 {
-        self.content + self.style + self.tv
+    /// The sum of the `kind` terms (0 where there are none).
+    pub fn of(&self, kind: LossKind) -> f64 {
+        self.terms.iter().filter(|t| t.kind == kind).map(|t| t.value).sum()
     }
+
+    /// The total: the sum of each kind's sum, in the order of [`LossKind::ALL`].
+    pub fn total(&self) -> f64 {
+        LossKind::ALL.iter().map(|&k| self.of(k)).sum()
+    }
+
     pub fn is_finite(&self) -> bool {
-        self.terms.iter().all(|t| t.2.is_finite())
+        self.terms.iter().all(|t| t.value.is_finite())
     }
 }
 
@@ -741,17 +753,8 @@ impl<'g> Render<'g> {
     }
 
     fn losses(&self, values: &[f32]) -> Losses {
-        let mut l = Losses { content: 0.0, style: 0.0, tv: 0.0, terms: Vec::new() };
-        for (term, &v) in self.engine.tape.losses.iter().zip(values) {
-            let v = v as f64;
-            match term.kind {
-                LossKind::Content => l.content += v,
-                LossKind::Style => l.style += v,
-                LossKind::Tv => l.tv += v,
-            }
-            l.terms.push((term.kind, term.layer.clone(), v));
-        }
-        l
+        let terms = self.engine.tape.losses.iter().zip(values);
+        Losses { terms: terms.map(|(t, &v)| Term { kind: t.kind, layer: t.layer.clone(), value: v as f64 }).collect() }
     }
 
     /// The average, when there is one to output (averaging on, at least one step, no divergence).

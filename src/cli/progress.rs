@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
+use nst::net::LossKind;
 use nst::render::Losses;
 
 pub struct Progress {
@@ -54,27 +55,22 @@ impl Progress {
         let (spent, left) = self.cost.split_at((done as usize).min(self.cost.len()));
         let eta = elapsed * left.iter().sum::<f64>() / spent.iter().sum::<f64>().max(f64::MIN_POSITIVE);
         let speed = if rate >= 1.0 { format!("{rate:.2} it/s") } else { format!("{:.2} s/it", 1.0 / rate) };
-        let terms = format!(
-            "loss {:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})",
-            losses.total(),
-            losses.content,
-            losses.style,
-            losses.tv
-        );
+        let each: Vec<String> = LossKind::ALL.iter().map(|&k| format!("{} {:.3e}", k.name(), losses.of(k))).collect();
+        let terms = format!("loss {:.4e} ({})", losses.total(), each.join(", "));
         let width = self.total.to_string().len();
         if self.terminal {
             // Short enough for an 80-column terminal: the share of each term instead of its value.
             let filled = (12 * done / self.total.max(1)) as usize;
             let bar = format!("{}{}", "#".repeat(filled), "-".repeat(12 - filled));
-            let share = |v: f64| 100.0 * v / losses.total().max(f64::MIN_POSITIVE);
+            let share = |k: LossKind| 100.0 * losses.of(k) / losses.total().max(f64::MIN_POSITIVE);
+            let shares: Vec<String> =
+                LossKind::ALL.iter().map(|&k| format!("{}{:.0}%", k.abbreviation(), share(k))).collect();
             eprint!(
-                "\r\x1b[2K{done:>width$}/{} [{bar}] {speed} ETA {} loss {:.3e} c{:.0}% s{:.0}% tv{:.0}%",
+                "\r\x1b[2K{done:>width$}/{} [{bar}] {speed} ETA {} loss {:.3e} {}",
                 self.total,
                 duration(eta),
                 losses.total(),
-                share(losses.content),
-                share(losses.style),
-                share(losses.tv),
+                shares.join(" "),
             );
             if done == self.total {
                 eprintln!();

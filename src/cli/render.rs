@@ -243,22 +243,23 @@ impl Log {
     }
 }
 
+/// One `--log` line: the iteration, the seconds since the first began, each kind's sum, the total,
+/// and each per-layer kind's terms by layer (`content_layers`, `style_layers`).
 fn json_line(iteration: u32, seconds: f64, l: &Losses) -> String {
-    let layers = |kind: LossKind| -> String {
-        let items: Vec<String> =
-            l.terms.iter().filter(|t| t.0 == kind).map(|(_, layer, v)| format!("\"{layer}\":{v:?}")).collect();
-        format!("{{{}}}", items.join(","))
-    };
-    format!(
-        "{{\"iteration\":{iteration},\"seconds\":{seconds:?},\"content\":{:?},\"style\":{:?},\"tv\":{:?},\
-         \"total\":{:?},\"content_layers\":{},\"style_layers\":{}}}",
-        l.content,
-        l.style,
-        l.tv,
-        l.total(),
-        layers(LossKind::Content),
-        layers(LossKind::Style)
-    )
+    use serde_json::{Map, Value};
+    let mut line = Map::new();
+    line.insert("iteration".into(), iteration.into());
+    line.insert("seconds".into(), seconds.into());
+    for kind in LossKind::ALL {
+        line.insert(kind.name().into(), l.of(kind).into());
+    }
+    line.insert("total".into(), l.total().into());
+    for kind in LossKind::ALL.into_iter().filter(|k| k.per_layer()) {
+        let layers: Map<String, Value> =
+            l.terms.iter().filter(|t| t.kind == kind).map(|t| (t.layer.clone(), t.value.into())).collect();
+        line.insert(format!("{}_layers", kind.name()), layers.into());
+    }
+    Value::Object(line).to_string()
 }
 
 pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Path>) -> Result<(), Failure> {

@@ -157,6 +157,34 @@ pub enum LossKind {
     Tv,
 }
 
+impl LossKind {
+    /// Every kind, in the order the total sums them.
+    pub const ALL: [LossKind; 3] = [LossKind::Content, LossKind::Style, LossKind::Tv];
+
+    /// The name of the term in progress lines and the `--log` JSON (`content`, `style`, `tv`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LossKind::Content => "content",
+            LossKind::Style => "style",
+            LossKind::Tv => "tv",
+        }
+    }
+
+    /// The short label of its share of the loss on a terminal's progress line (`c`, `s`, `tv`).
+    pub fn abbreviation(self) -> &'static str {
+        match self {
+            LossKind::Content => "c",
+            LossKind::Style => "s",
+            LossKind::Tv => "tv",
+        }
+    }
+
+    /// Whether its terms each read one network layer (the TV term reads the image).
+    pub fn per_layer(self) -> bool {
+        !matches!(self, LossKind::Tv)
+    }
+}
+
 /// One slot of the loss buffer.
 #[derive(Clone, Debug)]
 pub struct LossTerm {
