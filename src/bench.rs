@@ -19,6 +19,7 @@ use crate::ops::relu::{self, ReluParams};
 use crate::ops::sqdiff::{self, SqDiffParams};
 use crate::ops::tv::{self, TvParams};
 use crate::ops::{avgpool2, reduce};
+use crate::optim::Optimiser;
 
 /// What a kernel's speed is measured in.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -303,17 +304,18 @@ pub fn iteration_benchmarks(
     let mut out = Vec::new();
     for &side in sides {
         let engine = Engine::new(gpu, library, weights, Tape::build(&default_spec(side))?)?;
-        let adam = AdamParams::at_step(engine.tape.tensors[engine.tape.image].len, &AdamConfig::default(), 1);
-        engine.iterate(Some(&adam))?; // warm-up: compiles every pipeline
+        let bounds = crate::ops::image::network_bounds();
+        let mut adam = crate::optim::Adam::new(gpu, library, &engine, AdamConfig::default(), bounds)?;
+        adam.iterate(gpu, &engine, &[])?; // warm-up: compiles every pipeline
         let mut times = Vec::new();
         for _ in 0..reps {
             let start = Instant::now();
-            engine.iterate(Some(&adam))?;
+            adam.iterate(gpu, &engine, &[])?;
             times.push(start.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);
         let mut breakdown: Vec<(String, f64)> = Vec::new();
-        for (name, seconds) in engine.profile_iteration(&adam)? {
+        for (name, seconds) in engine.profile_iteration(&[adam.step_command()])? {
             let family = family_of(&name);
             match breakdown.iter_mut().find(|(f, _)| *f == family) {
                 Some((_, s)) => *s += seconds,
@@ -323,7 +325,7 @@ pub fn iteration_benchmarks(
         out.push(IterationResult {
             side,
             seconds: times[times.len() / 2],
-            memory_bytes: engine.allocated_bytes(),
+            memory_bytes: engine.allocated_bytes() + adam.allocated_bytes(),
             breakdown,
         });
     }

@@ -115,10 +115,12 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
         tv: 1.0,
     };
     let m = nst::net::Plan::new(&Tape::build(&spec)?, &nst::net::Capabilities::of(&gpu, &library)).memory();
+    // The network's plan, and Adam (the default optimiser) on the image.
+    let total = m.total() + nst::optim::Adam::bytes(4 * width * height);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
         "memory for {width}x{height} with the default layers: {:.0} MiB (largest buffer {:.0} MiB)",
-        mib(m.total()),
+        mib(total),
         mib(m.largest_buffer)
     );
     if m.largest_buffer > l.max_storage_buffer_binding_size {

@@ -7,14 +7,14 @@ use image::RgbImage;
 
 use crate::color::color_match;
 use crate::error::{Error, Result};
-use crate::gpu::{Command, Gpu, KernelLibrary};
+use crate::gpu::{Gpu, KernelLibrary};
 use crate::net::engine::Engine;
 use crate::net::tape::{LossKind, LossSpec, Tape};
 use crate::net::vgg::{min_side, Pooling};
 use crate::net::weights::Vgg19Weights;
-use crate::ops::adam::{AdamConfig, AdamParams};
+use crate::ops::adam::AdamConfig;
 use crate::ops::image::{network_bounds, pack_rgba, NETWORK_CHANNELS};
-use crate::optim::{Average, Lbfgs, LbfgsConfig, LbfgsOutcome};
+use crate::optim::{Adam, Average, Averaged, Lbfgs, LbfgsConfig, Optimiser};
 
 /// The content layers of Gatys et al.
 pub const DEFAULT_CONTENT_LAYERS: [&str; 1] = ["relu4_2"];
@@ -535,14 +535,9 @@ impl Losses {
 pub struct Render<'g> {
     gpu: &'g Gpu,
     engine: Engine<'g>,
-    adam: AdamConfig,
-    optimizer: Optimizer,
-    lbfgs: Option<Lbfgs>,
-    average: Option<Average>,
-    /// Set when the loss stopped being finite: the output is the restored image, not the average.
-    diverged: bool,
-    bounds: ([f32; 4], [f32; 4]),
-    /// Optimiser steps taken (Adam's count carries across scales, for its bias correction).
+    /// Adam or L-BFGS, wrapped in the moving average when averaging.
+    optimiser: Box<dyn Optimiser>,
+    /// Optimiser steps taken by the whole render (across scales).
     steps: u32,
     /// Steps taken at this scale.
     scale_steps: u32,
@@ -622,20 +617,17 @@ impl<'g> Render<'g> {
             Init::Image(img) => engine.set_image_rgba(&packed(&resize(img, width, height)))?,
         }
         let bounds = network_bounds();
-        let lbfgs = match options.optimizer {
-            Optimizer::Lbfgs => Some(Lbfgs::new(gpu, library, &engine, options.lbfgs, bounds)?),
-            Optimizer::Adam => None,
+        let mut optimiser: Box<dyn Optimiser> = match options.optimizer {
+            Optimizer::Adam => Box::new(Adam::new(gpu, library, &engine, options.adam, bounds)?),
+            Optimizer::Lbfgs => Box::new(Lbfgs::new(gpu, library, &engine, options.lbfgs, bounds)?),
         };
-        let average = options.average.map(|d| Average::new(gpu, library, &engine, d)).transpose()?;
+        if let Some(decay) = options.average {
+            optimiser = Box::new(Averaged::new(optimiser, Average::new(gpu, library, &engine, decay)?));
+        }
         Ok(Render {
             gpu,
             engine,
-            adam: options.adam,
-            optimizer: options.optimizer,
-            lbfgs,
-            average,
-            diverged: false,
-            bounds,
+            optimiser,
             steps: 0,
             scale_steps: 0,
             width,
@@ -646,11 +638,9 @@ impl<'g> Render<'g> {
     }
 
     /// The next scale of a coarse-to-fine render: a render of `options` (at its size) whose
-    /// starting image is this one's output (the average when averaging) resized bilinearly. Adam's
-    /// moments are resized too and scaled for the new pixel count (the content and style
-    /// gradients per pixel scale with 1 / pixels, so m by the ratio of pixel counts and v by its
-    /// square), and the step count carries on, so the new scale does not start with a burst of
-    /// large steps. L-BFGS starts a fresh history; the average starts again from the new image.
+    /// starting image is this one's output (the average when averaging) resized bilinearly, and
+    /// whose optimiser takes over this one's state ([`Optimiser::carry`]: Adam's moments, resized;
+    /// L-BFGS starts a fresh history; the average starts again from the new image).
     pub fn next_scale(
         &self,
         library: &KernelLibrary,
@@ -661,22 +651,12 @@ impl<'g> Render<'g> {
     ) -> Result<Render<'g>> {
         let (h, w) = (self.height, self.width);
         let image = self.image_net()?;
-        let moments = match self.optimizer {
-            Optimizer::Adam => Some(self.engine.adam_moments()?),
-            Optimizer::Lbfgs => None,
-        };
+        let carry = self.optimiser.carry(self.gpu)?;
         let mut next = Render::new(self.gpu, library, weights, content, styles, options)?;
         let to = (next.height, next.width);
         next.engine.set_image(&crate::resample::bilinear(&image, (h, w), NETWORK_CHANNELS, to))?;
-        if let Some([m, v]) = moments {
-            let ratio = (h * w) as f32 / (to.0 * to.1) as f32;
-            let mut m = crate::resample::bilinear(&m, (h, w), NETWORK_CHANNELS, to);
-            let mut v = crate::resample::bilinear(&v, (h, w), NETWORK_CHANNELS, to);
-            m.iter_mut().for_each(|x| *x *= ratio);
-            v.iter_mut().for_each(|x| *x *= ratio * ratio);
-            next.engine.set_adam_moments(&m, &v)?;
-            next.steps = self.steps;
-        }
+        next.optimiser.resume(self.gpu, carry)?;
+        next.steps = self.steps;
         Ok(next)
     }
 
@@ -685,11 +665,14 @@ impl<'g> Render<'g> {
         &self.engine
     }
 
+    /// The optimiser (Adam or L-BFGS, maybe averaged).
+    pub fn optimiser(&self) -> &dyn Optimiser {
+        self.optimiser.as_ref()
+    }
+
     /// Bytes of GPU memory this render allocated: the engine's and the optimiser's.
     pub fn allocated_bytes(&self) -> u64 {
-        self.engine.allocated_bytes()
-            + self.lbfgs.as_ref().map_or(0, |l| l.allocated_bytes())
-            + self.average.as_ref().map_or(0, |a| a.allocated_bytes())
+        self.engine.allocated_bytes() + self.optimiser.allocated_bytes()
     }
 
     /// Optimiser steps taken so far.
@@ -699,44 +682,21 @@ impl<'g> Render<'g> {
 
     /// L-BFGS correction pairs held (0 with Adam).
     pub fn lbfgs_pairs(&self) -> usize {
-        self.lbfgs.as_ref().map_or(0, |l| l.pairs())
+        self.optimiser.history()
     }
 
     /// One iteration: the losses of the current image, then one optimiser step (and the
     /// average's update). When the losses are not finite, the image goes back to the last one
     /// whose losses were (the step count with it), and the result is `Ok(Err(Diverged))`; the
-    /// optimiser's state is spoilt, so the render ends.
+    /// optimiser's state is spoilt, so the render ends. The one place a non-finite loss is handled.
     pub fn step(&mut self) -> Result<std::result::Result<Losses, Diverged>> {
-        let tail: Vec<&Command> = self.average.as_ref().map(|a| a.update()).into_iter().collect();
-        let t = self.steps + 1;
-        let losses = match self.optimizer {
-            Optimizer::Adam => {
-                let len = self.engine.image_len();
-                let params = AdamParams::at_step(len, &self.adam, t).with_bounds(self.bounds.0, self.bounds.1);
-                let values = self.engine.iterate_adam_then(&params, (t % 2) as usize, &tail)?;
-                let losses = self.losses(&values);
-                if !losses.is_finite() {
-                    // Backup t % 2 holds this step's (bad) input; the other holds the previous
-                    // step's input, whose losses were finite. At the first step of this scale,
-                    // only backup t % 2 was written: the starting image, which the step overwrote.
-                    let slot = if self.scale_steps > 0 { (t + 1) % 2 } else { t % 2 };
-                    self.engine.restore_backup(slot as usize)?;
-                    return Ok(Err(self.diverge()));
-                }
-                losses
-            }
-            Optimizer::Lbfgs => {
-                let lbfgs = self.lbfgs.as_mut().expect("made for L-BFGS");
-                match lbfgs.iterate(self.gpu, &self.engine, &tail)? {
-                    LbfgsOutcome::Stepped(values) | LbfgsOutcome::Undone(values) => self.losses(&values),
-                    LbfgsOutcome::Diverged => return Ok(Err(self.diverge())),
-                }
-            }
-        };
-        if let Some(a) = self.average.as_mut() {
-            a.counted();
+        let values = self.optimiser.iterate(self.gpu, &self.engine, &[])?;
+        let losses = self.losses(&values);
+        if !losses.is_finite() {
+            self.optimiser.rollback(self.gpu, &self.engine)?;
+            return Ok(Err(self.diverge()));
         }
-        self.steps = t;
+        self.steps += 1;
         self.scale_steps += 1;
         Ok(Ok(losses))
     }
@@ -744,7 +704,6 @@ impl<'g> Render<'g> {
     /// The image was restored to the last one whose loss was finite: one step back (at the first
     /// step of a scale, none).
     fn diverge(&mut self) -> Diverged {
-        self.diverged = true;
         let k = self.scale_steps + 1;
         let back = self.scale_steps.min(1);
         self.steps -= back;
@@ -757,18 +716,10 @@ impl<'g> Render<'g> {
         Losses { terms: terms.map(|(t, &v)| Term { kind: t.kind, layer: t.layer.clone(), value: v as f64 }).collect() }
     }
 
-    /// The average, when there is one to output (averaging on, at least one step, no divergence).
-    fn output_average(&self) -> Option<&Average> {
-        self.average.as_ref().filter(|a| a.steps() > 0 && !self.diverged)
-    }
-
     /// The output image, read back from the GPU: the current image, or with averaging the
     /// averaged one.
     pub fn image(&self) -> Result<RgbImage> {
-        let rgba = match self.output_average() {
-            Some(a) => a.image_rgba(self.gpu, &self.engine)?,
-            None => self.engine.image_rgba()?,
-        };
+        let rgba = self.optimiser.image_rgba(self.gpu, &self.engine)?;
         let bytes: Vec<u8> = rgba
             .iter()
             .flat_map(|p| {
@@ -781,10 +732,7 @@ impl<'g> Render<'g> {
 
     /// The output image in the network's convention (HWC, BGR minus the mean, 4 channels).
     pub fn image_net(&self) -> Result<Vec<f32>> {
-        match self.output_average() {
-            Some(a) => a.image_net(self.gpu),
-            None => self.engine.read(self.engine.tape.image),
-        }
+        self.optimiser.image_net(self.gpu, &self.engine)
     }
 
     /// The image being optimised (not the average), in the network's convention.

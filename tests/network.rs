@@ -139,7 +139,7 @@ fn gpu_loss_and_gradient(
     engine.forward().unwrap();
     engine.capture_targets(LossKind::Content).unwrap();
     engine.set_image_rgba(x).unwrap();
-    let losses = engine.iterate(None).unwrap();
+    let losses = engine.iterate().unwrap();
     (losses, engine.read(tape.image_grad().unwrap()).unwrap())
 }
 

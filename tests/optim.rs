@@ -124,7 +124,7 @@ fn gradient_descent(size: f64, iterations: usize) -> f64 {
     let values = (r.width * r.height * 3) as f64;
     let mut last = f64::INFINITY;
     for _ in 0..=iterations {
-        let losses = engine.iterate(None).unwrap();
+        let losses = engine.iterate().unwrap();
         last = losses.iter().map(|&v| v as f64).sum();
         let g = engine.read(grad_id).unwrap();
         let rms = (g.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / values).sqrt();
@@ -226,8 +226,11 @@ fn resizing_between_scales_keeps_every_buffer_consistent_at_odd_sizes() {
             "starts from the upsampled output"
         );
         if optimizer == Optimizer::Adam {
-            let [m, v] = next.engine().adam_moments().unwrap();
-            assert_eq!((m.len(), v.len()), (len, len));
+            let gpu = &common::gpu().unwrap().0;
+            let nst::optim::Carry::Moments { m, v, steps, .. } = next.optimiser().carry(gpu).unwrap() else {
+                panic!("Adam carries its moments")
+            };
+            assert_eq!((m.len(), v.len(), steps), (len, len, 3));
             assert!(m.iter().any(|&x| x != 0.0) && v.iter().all(|&x| x >= 0.0), "moments carried");
             assert_eq!(next.steps(), 3, "Adam's step count carries on");
         } else {

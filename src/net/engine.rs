@@ -9,7 +9,6 @@ use super::weights::Vgg19Weights;
 use crate::error::{Error, Result};
 use crate::gpu::library::submit;
 use crate::gpu::{bind_planned, submit_commands, Command, Gpu, KernelLibrary, Planned, Resource, Step};
-use crate::ops::adam::AdamParams;
 use crate::ops::conv3x3_subgroup;
 
 /// A buffer or a texture the engine made for one resource of its plan.
@@ -47,15 +46,10 @@ pub struct Engine<'g> {
     pub tape: Tape,
     plan: Plan,
     resources: Vec<Allocated>,
-    /// Copies of the image into two backups, taken before Adam steps alternately (the last image
-    /// whose loss was finite survives a step that produces NaN), and back; recorded once.
-    backup: [Command; 2],
-    restore: [Command; 2],
     forward: Vec<Command>,
     backward: Vec<Command>,
     to_network: Step,
     from_network: Step,
-    adam: Command,
 }
 
 fn step(command: Command) -> Step {
@@ -145,14 +139,7 @@ impl<'g> Engine<'g> {
         let backward = bind_all(&plan.backward)?;
         let to_network = step(bind(&plan.to_network)?);
         let from_network = step(bind(&plan.from_network)?);
-        let adam = bind(&plan.adam)?;
-        let image = resources[plan.tensors[tape.image]].buffer();
-        let backup =
-            plan.backups.map(|b| Command::CopyBuffer { from: image.clone(), to: resources[b].buffer().clone() });
-        let restore =
-            plan.backups.map(|b| Command::CopyBuffer { from: resources[b].buffer().clone(), to: image.clone() });
-
-        Ok(Engine { gpu, tape, plan, resources, backup, restore, forward, backward, to_network, from_network, adam })
+        Ok(Engine { gpu, tape, plan, resources, forward, backward, to_network, from_network })
     }
 
     /// Refuses, before anything is allocated (or any image resized to it), a tape whose largest
@@ -230,16 +217,10 @@ impl<'g> Engine<'g> {
         })
     }
 
-    /// One iteration in one command encoder: forward, losses, backward to the image, and, when
-    /// `adam` is given, the Adam step. Returns the loss of each slot.
-    pub fn iterate(&self, adam: Option<&AdamParams>) -> Result<Vec<f32>> {
-        let mut commands: Vec<&Command> = self.forward.iter().chain(&self.backward).collect();
-        if let Some(params) = adam {
-            self.set_adam(params);
-            commands.push(&self.adam);
-        }
-        submit_commands(self.gpu, "iteration", &commands)?;
-        self.read_losses()
+    /// One iteration in one command encoder: forward, losses, backward to the image. Returns the
+    /// loss of each slot.
+    pub fn iterate(&self) -> Result<Vec<f32>> {
+        Ok(self.iterate_then(&[], &[])?.0)
     }
 
     /// One iteration in one command encoder: forward, losses, backward to the image, then `tail`
@@ -249,19 +230,6 @@ impl<'g> Engine<'g> {
         let commands: Vec<&Command> = self.forward.iter().chain(&self.backward).chain(tail.iter().copied()).collect();
         submit_commands(self.gpu, "iteration", &commands)?;
         self.read_losses_and(reads)
-    }
-
-    /// [`Engine::iterate`] with the Adam step, which first copies the image (the one whose losses
-    /// it returns) into backup `slot` (0 or 1). A render alternates the slots, so that when a step's
-    /// losses are not finite, the other slot holds the last image whose losses were.
-    /// `tail` (the moving average's update) follows the step in the same command encoder.
-    pub fn iterate_adam_then(&self, adam: &AdamParams, slot: usize, tail: &[&Command]) -> Result<Vec<f32>> {
-        self.set_adam(adam);
-        let mut commands: Vec<&Command> =
-            self.forward.iter().chain(&self.backward).chain([&self.backup[slot], &self.adam]).collect();
-        commands.extend(tail.iter().copied());
-        submit_commands(self.gpu, "iteration", &commands)?;
-        self.read_losses()
     }
 
     /// The image tensor's buffer (HWC, 4 channels, the network's convention).
@@ -279,6 +247,11 @@ impl<'g> Engine<'g> {
         self.resources[self.plan.rgba].buffer()
     }
 
+    /// (height, width) of the image.
+    pub fn size(&self) -> (usize, usize) {
+        (self.tape.spec.height, self.tape.spec.width)
+    }
+
     /// Elements of the image tensor (height x width x 4).
     pub fn image_len(&self) -> usize {
         self.tape.tensors[self.tape.image].len
@@ -288,35 +261,6 @@ impl<'g> Engine<'g> {
     pub fn read_rgba(&self) -> Result<Vec<u32>> {
         let bytes = self.gpu.read_buffers(&[self.rgba_buffer()])?;
         Ok(bytemuck::cast_slice(&bytes[0]).to_vec())
-    }
-
-    /// Adam's first and second moments.
-    pub fn adam_moments(&self) -> Result<[Vec<f32>; 2]> {
-        let bytes = self.gpu.read_buffers(&[self.moment(0), self.moment(1)])?;
-        Ok([0, 1].map(|i| bytemuck::cast_slice(&bytes[i]).to_vec()))
-    }
-
-    /// Writes Adam's moments (each of the image's length).
-    pub fn set_adam_moments(&self, m: &[f32], v: &[f32]) -> Result<()> {
-        let len = self.image_len();
-        if m.len() != len || v.len() != len {
-            return Err(Error::Shape {
-                kernel: "adam.step".into(),
-                message: format!("moments of {} and {} elements for an image of {len}", m.len(), v.len()),
-            });
-        }
-        self.gpu.queue.write_buffer(self.moment(0), 0, bytemuck::cast_slice(m));
-        self.gpu.queue.write_buffer(self.moment(1), 0, bytemuck::cast_slice(v));
-        Ok(())
-    }
-
-    fn moment(&self, i: usize) -> &wgpu::Buffer {
-        self.resources[self.plan.moments[i]].buffer()
-    }
-
-    /// Copies backup `slot` back into the image.
-    pub fn restore_backup(&self, slot: usize) -> Result<()> {
-        submit_commands(self.gpu, "restoring the image", &[&self.restore[slot]])
     }
 
     /// Fills the image with NaN: lets tests drive a render into the path that handles a
@@ -363,24 +307,18 @@ impl<'g> Engine<'g> {
         Ok(())
     }
 
-    /// Every command of one iteration (with the Adam step), in order, each submitted alone and
-    /// timed with a device wait: where an iteration's time goes. Returns (command name, seconds).
-    pub fn profile_iteration(&self, adam: &AdamParams) -> Result<Vec<(String, f64)>> {
-        self.set_adam(adam);
+    /// Every command of one iteration followed by `tail` (an optimiser's step), in order, each
+    /// submitted alone and timed with a device wait: where an iteration's time goes. Returns
+    /// (command name, seconds).
+    pub fn profile_iteration(&self, tail: &[&Command]) -> Result<Vec<(String, f64)>> {
         let mut out = Vec::new();
-        for command in self.forward.iter().chain(&self.backward).chain([&self.adam]) {
+        for command in self.forward.iter().chain(&self.backward).chain(tail.iter().copied()) {
             let start = std::time::Instant::now();
             submit_commands(self.gpu, command.name(), &[command])?;
             self.gpu.wait("profiling an iteration")?;
             out.push((command.name().to_string(), start.elapsed().as_secs_f64()));
         }
         Ok(out)
-    }
-
-    fn set_adam(&self, params: &AdamParams) {
-        if let Command::Dispatch(step) = &self.adam {
-            step.write_params(self.gpu, params);
-        }
     }
 
     fn read_losses(&self) -> Result<Vec<f32>> {

@@ -14,7 +14,6 @@ use super::tape::{BackOp, Op, Tape, TensorId, TensorKind};
 use super::vgg::CONVS;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelLibrary, KernelRef, Planned};
-use crate::ops::adam::{self, AdamParams};
 use crate::ops::conv3x3::{self, Conv3x3Params};
 use crate::ops::gram::{self, GramParams};
 use crate::ops::gram_subgroup::{self, GramSliceParams};
@@ -117,7 +116,7 @@ pub struct MemoryReport {
     pub gradients: u64,
     pub targets: u64,
     /// Shared buffers (pool outputs, masked gradients, loss partials), map textures, Adam's
-    /// moments, image backups and I/O.
+    /// image I/O. The optimiser's buffers are its own (`optim::Adam::bytes`).
     pub other: u64,
     /// The largest single buffer, which must fit the adapter's storage binding limit.
     pub largest_buffer: u64,
@@ -194,15 +193,10 @@ pub struct Plan {
     /// RGBA8 image (packed) -> the image tensor in the network's convention, and back.
     pub to_network: Planned<ResourceId>,
     pub from_network: Planned<ResourceId>,
-    /// Adam's step on the image (its params rewritten every iteration).
-    pub adam: Planned<ResourceId>,
     pub losses: ResourceId,
     pub rgba: ResourceId,
     /// d loss / d image, or a zero buffer when no loss reaches the image.
     pub grad: ResourceId,
-    pub moments: [ResourceId; 2],
-    /// Two copies of the image, taken alternately before Adam steps.
-    pub backups: [ResourceId; 2],
     height: usize,
     width: usize,
 }
@@ -484,15 +478,11 @@ impl Plan {
         let image_params = ImageParams::new(pixels);
         let to_network = Planned::dispatch::<image::ToNetwork>(&image_params, vec![rgba, buf(tape.image)]);
         let from_network = Planned::dispatch::<image::FromNetwork>(&image_params, vec![buf(tape.image), rgba]);
-        let backups = [0, 1].map(|i| r.zeroed(format!("image backup {i}"), image_len, MemoryClass::Other));
-        let moments = ["adam m", "adam v"].map(|label| r.zeroed(label, image_len, MemoryClass::Other));
-        // Adam reads a zero gradient where no loss reaches the image.
+        // The optimiser reads a zero gradient where no loss reaches the image.
         let grad = match tape.image_grad() {
             Some(g) => buf(g),
             None => r.zeroed("zero gradient", image_len, MemoryClass::Other),
         };
-        let adam_params = AdamParams::at_step(image_len, &adam::AdamConfig::default(), 1);
-        let adam = Planned::dispatch::<adam::Step>(&adam_params, vec![grad, buf(tape.image), moments[0], moments[1]]);
 
         debug_assert_eq!(NETWORK_CHANNELS * pixels, image_len);
         Plan {
@@ -503,12 +493,9 @@ impl Plan {
             backward,
             to_network,
             from_network,
-            adam,
             losses,
             rgba,
             grad,
-            moments,
-            backups,
             height: tape.spec.height,
             width: tape.spec.width,
         }

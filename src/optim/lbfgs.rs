@@ -1,14 +1,13 @@
-//! The optimisers beside Adam, on the GPU: L-BFGS (Nocedal's two-loop recursion) and the moving
-//! average of the iterates. Both are sequences of `vector.wgsl` kernels over the image, recorded
-//! once per image size; their scalars (dot products) stay on the GPU, summed in a fixed order.
-//! Each has a CPU twin here ([`two_loop`], [`average_of`]), the oracle of the tests.
+//! L-BFGS on the GPU (Nocedal's two-loop recursion): a sequence of `vector.wgsl` kernels over the
+//! image, recorded once per image size; its scalars (dot products) stay on the GPU, summed in a
+//! fixed order. Its CPU twin is [`two_loop`], the oracle of the tests.
 
 use std::collections::VecDeque;
 
+use super::{Carry, Optimiser};
 use crate::error::Result;
 use crate::gpu::{submit_commands, Command, Gpu, KernelLibrary, Step};
 use crate::net::engine::Engine;
-use crate::ops::image::{self, ImageParams};
 use crate::ops::reduce::{self, ReduceParams};
 use crate::ops::vector::{self, VectorParams, ONE, ZERO};
 
@@ -51,8 +50,9 @@ pub enum LbfgsOutcome {
     /// The image evaluated had a higher loss than the one before: it was undone, the history was
     /// cleared and a gradient step (halved after each such undo in a row) was taken instead.
     Undone(Vec<f32>),
-    /// The losses were not finite; the image is back to the last one whose losses were.
-    Diverged,
+    /// The losses were not finite: no step was taken ([`Optimiser::rollback`] puts back the last
+    /// image whose losses were).
+    Diverged(Vec<f32>),
 }
 
 /// L-BFGS on the GPU for one engine (one image size). One iteration is two submissions: the
@@ -200,25 +200,16 @@ impl Lbfgs {
         })
     }
 
-    /// Bytes of the buffers it made.
-    pub fn allocated_bytes(&self) -> u64 {
-        self.allocated
-    }
-
-    /// Correction pairs held now.
-    pub fn pairs(&self) -> usize {
-        self.pairs.len()
-    }
-
     fn set(&self, gpu: &Gpu, command: &Command, params: &VectorParams) {
         if let Command::Dispatch(step) = command {
             step.write_params(gpu, params);
         }
     }
 
-    /// One iteration: evaluates the current image (losses and gradient), then steps. `after_step`
-    /// (the moving average's update) runs after the step in the same submission.
-    pub fn iterate(&mut self, gpu: &Gpu, engine: &Engine, after_step: &[&Command]) -> Result<LbfgsOutcome> {
+    /// One iteration: evaluates the current image (losses and gradient), then, when its losses are
+    /// finite, steps. `after_step` (the moving average's update) runs after the step in the same
+    /// submission.
+    pub fn step(&mut self, gpu: &Gpu, engine: &Engine, after_step: &[&Command]) -> Result<LbfgsOutcome> {
         // The slot the new pair goes into: a free one, else the oldest pair's.
         let slot = self.have_previous.then(|| {
             if self.pairs.len() < self.form_pair.len() {
@@ -233,10 +224,7 @@ impl Lbfgs {
         let scalars: &[f32] = bytemuck::cast_slice(&reads[0]);
         let total: f64 = losses.iter().map(|&v| v as f64).sum();
         if !total.is_finite() {
-            if self.have_previous {
-                submit_commands(gpu, "lbfgs undo", &[&self.undo])?;
-            }
-            return Ok(LbfgsOutcome::Diverged);
+            return Ok(LbfgsOutcome::Diverged(losses));
         }
         let mut commands: Vec<&Command> = Vec::new();
         let outcome = if self.have_previous && total > self.previous_loss {
@@ -317,103 +305,36 @@ pub fn two_loop(pairs: &[(Vec<f64>, Vec<f64>)], g: &[f64], gamma0: f64) -> Vec<f
     q
 }
 
-/// The exponential moving average of the iterates on the GPU: after each step
-/// `a = decay * a + (1 - decay) * x` (from `a = 0`), and the averaged image is the bias-corrected
-/// `a / (1 - decay^t)` after `t` steps.
-pub struct Average {
-    decay: f64,
-    steps: u32,
-    len: usize,
-    corrected: wgpu::Buffer,
-    update: Command,
-    output: Command,
-    to_rgba: Step,
-    allocated: u64,
-}
-
-impl Average {
-    pub fn new(gpu: &Gpu, library: &KernelLibrary, engine: &Engine, decay: f64) -> Result<Average> {
-        let len = engine.image_len();
-        let bytes = 4 * len as u64;
-        let average = gpu.buffer_zeroed("average of the iterates", bytes);
-        let corrected = gpu.buffer_zeroed("averaged image", bytes);
-        let mut initial = vec![0f32; 2];
-        initial[ONE as usize] = 1.0;
-        let scalars = gpu.buffer_from("average scalars", bytemuck::cast_slice(&initial));
-        let p = VectorParams::literal(len, 1.0 - decay).with_y_scale(decay);
-        let update = Step::new::<vector::Axpby>(gpu, library, &p, &[&scalars, engine.image_buffer(), &average])?;
-        let p = VectorParams::literal(len, 1.0);
-        let output = Step::new::<vector::Axpby>(gpu, library, &p, &[&scalars, &average, &corrected])?;
-        let pixels = len / 4;
-        let to_rgba = Step::new::<image::FromNetwork>(
-            gpu,
-            library,
-            &ImageParams::new(pixels),
-            &[&corrected, engine.rgba_buffer()],
-        )?;
-        Ok(Average {
-            decay,
-            steps: 0,
-            len,
-            allocated: 2 * bytes + scalars.size(),
-            corrected,
-            update: Command::Dispatch(update),
-            output: Command::Dispatch(output),
-            to_rgba,
+impl Optimiser for Lbfgs {
+    fn iterate(&mut self, gpu: &Gpu, engine: &Engine, after_step: &[&Command]) -> Result<Vec<f32>> {
+        Ok(match self.step(gpu, engine, after_step)? {
+            LbfgsOutcome::Stepped(v) | LbfgsOutcome::Undone(v) | LbfgsOutcome::Diverged(v) => v,
         })
     }
 
-    /// The update to run after each step (in the step's submission); call [`Average::counted`] once per step run.
-    pub fn update(&self) -> &Command {
-        &self.update
+    /// Back to the previous image (the last one evaluated with finite losses), if there is one; at
+    /// the first iteration no step was taken, and the image is the start.
+    fn rollback(&mut self, gpu: &Gpu, _engine: &Engine) -> Result<()> {
+        if self.have_previous {
+            submit_commands(gpu, "lbfgs undo", &[&self.undo])?;
+        }
+        Ok(())
     }
 
-    /// Records that the update ran once more.
-    pub fn counted(&mut self) {
-        self.steps += 1;
-    }
-
-    /// Steps averaged so far.
-    pub fn steps(&self) -> u32 {
-        self.steps
-    }
-
-    pub fn allocated_bytes(&self) -> u64 {
+    fn allocated_bytes(&self) -> u64 {
         self.allocated
     }
 
-    fn write_output(&self, gpu: &Gpu) -> Result<()> {
-        let correction = 1.0 - self.decay.powi(self.steps as i32);
-        let p = VectorParams::literal(self.len, 1.0 / correction);
-        if let Command::Dispatch(step) = &self.output {
-            step.write_params(gpu, &p);
-        }
-        submit_commands(gpu, "averaged image", &[&self.output])
+    /// A new scale starts a fresh history.
+    fn carry(&self, _gpu: &Gpu) -> Result<Carry> {
+        Ok(Carry::Nothing)
     }
 
-    /// The averaged image in the network's convention (needs at least one step).
-    pub fn image_net(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        self.write_output(gpu)?;
-        let bytes = gpu.read_buffers(&[&self.corrected])?;
-        Ok(bytemuck::cast_slice(&bytes[0]).to_vec())
+    fn resume(&mut self, _gpu: &Gpu, _carry: Carry) -> Result<()> {
+        Ok(())
     }
 
-    /// The averaged image as RGBA8, converted on the GPU into the engine's RGBA buffer.
-    pub fn image_rgba(&self, gpu: &Gpu, engine: &Engine) -> Result<Vec<u32>> {
-        self.write_output(gpu)?;
-        crate::gpu::library::submit(gpu, "averaged image to rgba", &[&self.to_rgba])?;
-        engine.read_rgba()
+    fn history(&self) -> usize {
+        self.pairs.len()
     }
-}
-
-/// CPU twin of [`Average`]: the bias-corrected exponential moving average of `iterates`.
-pub fn average_of(iterates: &[Vec<f64>], decay: f64) -> Vec<f64> {
-    let mut a = vec![0.0; iterates[0].len()];
-    for x in iterates {
-        for (ai, xi) in a.iter_mut().zip(x) {
-            *ai = decay * *ai + (1.0 - decay) * xi;
-        }
-    }
-    let correction = 1.0 - decay.powi(iterates.len() as i32);
-    a.iter().map(|v| v / correction).collect()
 }
