@@ -54,7 +54,7 @@ struct Rng(u64);
 
 impl Rng {
     fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        let x = crate::render::splitmix64(&mut self.0);
+        let x = crate::rng::splitmix64(&mut self.0);
         lo + (hi - lo) * (x >> 11) as f64 / (1u64 << 53) as f64
     }
     fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {

@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn the_matching_transform_gives_the_target_mean_and_covariance_exactly() {
         let mut state = 5u64;
-        let mut next = || (crate::render::splitmix64(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
+        let mut next = || (crate::rng::splitmix64(&mut state) >> 11) as f64 / (1u64 << 53) as f64;
         let from: Vec<[f64; 3]> = (0..500)
             .map(|_| {
                 let t = next();

@@ -73,9 +73,14 @@ pub enum Error {
     #[error("output {path}: {message}")]
     Output { path: String, message: String },
 
-    /// Render options that no render can use.
+    /// Render options that no render can use, in words that need no option named.
     #[error("{0}")]
     Options(String),
+
+    /// A render option no render can use: `option` names its field of `RenderOptions`
+    /// (`style_scale`, `adam.lr`; several joined by `/`), which the command line turns into its flag.
+    #[error("{option}: {message}")]
+    Option { option: &'static str, message: String },
 
     /// Waiting for the device or mapping a buffer failed.
     #[error("GPU device lost or stalled while {during}: {message}")]

@@ -16,6 +16,7 @@ pub mod optim;
 pub mod real;
 pub mod render;
 pub mod resample;
+pub mod rng;
 pub mod shaders;
 
 pub use error::{Error, Result};

@@ -6,7 +6,7 @@ mod cli;
 
 use clap::{Parser, Subcommand};
 use nst::gpu::{Gpu, GpuOptions};
-use nst::net::{LossSpec, Pooling, Tape, Vgg19Weights};
+use nst::net::{Tape, Vgg19Weights};
 
 #[derive(Parser)]
 #[command(name = "nst", version, about = "Neural style transfer on any Vulkan, Metal or DX12 GPU")]
@@ -65,26 +65,10 @@ fn options(cli: &Cli) -> GpuOptions {
     GpuOptions { adapter: cli.adapter.clone().or(env.adapter), backend: cli.backend.clone().or(env.backend) }
 }
 
-/// Parses `N` (a square) or `WxH` into (height, width).
-fn parse_size(size: &str) -> Result<(usize, usize), String> {
-    let bad = || format!("invalid size {size:?}: write the long edge (512) or WIDTHxHEIGHT (640x480)");
-    let number = |s: &str| s.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(bad);
-    match size.split_once(['x', 'X']) {
-        Some((w, h)) => Ok((number(h)?, number(w)?)),
-        None => number(size).map(|n| (n, n)),
-    }
-}
-
-fn load_weights(path: Option<&std::path::Path>) -> nst::Result<(Vgg19Weights, String)> {
-    match path {
-        Some(p) => Ok((Vgg19Weights::from_file(p)?, p.display().to_string())),
-        None => Ok((Vgg19Weights::embedded()?, "built in (VGG19, 8-bit quantised)".to_string())),
-    }
-}
-
 fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> nst::Result<()> {
-    let (height, width) = match parse_size(size) {
-        Ok(s) => s,
+    // A long edge alone is a square: there is no content image to give the other side.
+    let (width, height) = match size.parse::<nst::render::Size>() {
+        Ok(size) => size.of(1, 1),
         Err(message) => {
             eprintln!("nst: {message}");
             std::process::exit(2);
@@ -104,16 +88,9 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
     println!("  storage binding limit: {} MiB", l.max_storage_buffer_binding_size >> 20);
     println!("  buffer size limit: {} MiB", l.max_buffer_size >> 20);
     println!("  workgroups per dimension: {}", l.max_compute_workgroups_per_dimension);
-    let (_, origin) = load_weights(weights)?;
+    let (_, origin) = Vgg19Weights::load(weights)?;
     println!("weights: {origin}");
-    let spec = LossSpec {
-        height,
-        width,
-        pooling: Pooling::Max,
-        content: vec![("relu4_2".into(), 1.0)],
-        style: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].iter().map(|l| (l.to_string(), 1.0)).collect(),
-        tv: 1.0,
-    };
+    let spec = nst::render::RenderOptions::default().loss_spec(width, height);
     let m = nst::net::Plan::new(&Tape::build(&spec)?, &nst::net::Capabilities::of(&gpu, &library)).memory();
     // The network's plan, and Adam (the default optimiser) on the image.
     let total = m.total() + nst::optim::Adam::bytes(4 * width * height);
@@ -174,7 +151,7 @@ fn bench(
 ) -> nst::Result<()> {
     let gpu = Gpu::new(options)?;
     let library = nst::shaders::library(&gpu)?;
-    let (weights, _) = load_weights(weights)?;
+    let (weights, _) = Vgg19Weights::load(weights)?;
     if !json {
         println!("adapter: {}", gpu.describe());
         println!("kernels at VGG19 shapes ({reps} runs each, median, after a warm-up run):");
@@ -222,7 +199,7 @@ fn main() -> ExitCode {
         return match cli::render::run(args, &options, cli.weights.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(cli::render::Failure::Error(e)) => {
-                eprintln!("nst: {e}");
+                eprintln!("nst: {}", cli::message(&e));
                 ExitCode::FAILURE
             }
             Err(cli::render::Failure::Diverged(message)) => {
@@ -246,7 +223,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("nst: {e}");
+            eprintln!("nst: {}", cli::message(&e));
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,6 @@
-//! Resizing the optimiser's state between the scales of a coarse-to-fine render: the image and
-//! Adam's moments, channels-last f32 maps, resized bilinearly on the host (once per scale).
+//! Resizing: the 8-bit inputs to their working size (Lanczos), and the optimiser's state between
+//! the scales of a coarse-to-fine render (the image and Adam's moments, channels-last f32 maps,
+//! bilinear on the host, once per scale).
 
 /// Resizes a `height x width x channels` channels-last map to `new_height x new_width` bilinearly,
 /// with pixel centres aligned (a pixel's centre at `(x + 0.5) * width / new_width - 0.5` in the
@@ -36,6 +37,15 @@ pub fn bilinear(
         }
     }
     out
+}
+
+/// Resizes an 8-bit image with a Lanczos filter (a no-op at the same size): how every input
+/// reaches its working size.
+pub fn resize(img: &image::RgbImage, width: usize, height: usize) -> image::RgbImage {
+    if img.width() as usize == width && img.height() as usize == height {
+        return img.clone();
+    }
+    image::imageops::resize(img, width as u32, height as u32, image::imageops::FilterType::Lanczos3)
 }
 
 #[cfg(test)]

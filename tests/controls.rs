@@ -28,7 +28,10 @@ fn options(edge: usize) -> RenderOptions {
 
 fn style_targets(content: &RgbImage, styles: &[RgbImage], options: &RenderOptions) -> Vec<Vec<f32>> {
     let (gpu, lib) = common::gpu().expect("a GPU adapter");
-    Render::new(gpu, lib, weights(), content, styles, options).unwrap().targets(LossKind::Style).unwrap()
+    Render::new(gpu, lib, weights(), content, styles, &options.clone().check(styles.len()).unwrap())
+        .unwrap()
+        .targets(LossKind::Style)
+        .unwrap()
 }
 
 #[test]
@@ -101,8 +104,8 @@ fn a_style_scale_too_small_for_the_layers_is_refused_with_the_option_named() {
     };
     let (content, style) = (example("tubingen.jpg", 64), example("starry_night.jpg", 64));
     let opts = RenderOptions { style_scale: 0.1, ..options(64) };
-    let err = Render::new(gpu, lib, weights(), &content, &[style], &opts).err().unwrap().to_string();
-    assert!(err.contains("--style-scale 0.1") && err.contains("needs at least"), "{err}");
+    let err = Render::new(gpu, lib, weights(), &content, &[style], &opts.check(1).unwrap()).err().unwrap().to_string();
+    assert!(err.contains("style_scale: at 0.1") && err.contains("needs at least"), "{err}");
 }
 
 #[test]

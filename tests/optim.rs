@@ -38,7 +38,7 @@ fn small(optimizer: Optimizer) -> RenderOptions {
 fn render(options: &RenderOptions) -> Render<'static> {
     let (gpu, lib) = common::gpu().expect("a GPU adapter");
     let (content, style) = (example("tubingen.jpg", 48), example("starry_night.jpg", 40));
-    Render::new(gpu, lib, weights(), &content, &[style], options).unwrap()
+    Render::new(gpu, lib, weights(), &content, &[style], &options.clone().check(1).unwrap()).unwrap()
 }
 
 fn wide(v: &[f32]) -> Vec<f64> {
@@ -209,12 +209,14 @@ fn resizing_between_scales_keeps_every_buffer_consistent_at_odd_sizes() {
             ..small(optimizer)
         };
         let at = |width, height| RenderOptions { size: Size::Exact { width, height }, ..base.clone() };
-        let mut r = Render::new(gpu, lib, weights(), &content, &styles, &at(301, 199)).unwrap();
+        let mut r =
+            Render::new(gpu, lib, weights(), &content, &styles, &at(301, 199).check(styles.len()).unwrap()).unwrap();
         for _ in 0..3 {
             r.step().unwrap().unwrap();
         }
         let before = r.image_net().unwrap();
-        let mut next = r.next_scale(lib, weights(), &content, &styles, &at(427, 281)).unwrap();
+        let mut next =
+            r.next_scale(lib, weights(), &content, &styles, &at(427, 281).check(styles.len()).unwrap()).unwrap();
         assert_eq!((next.width, next.height), (427, 281));
         let len = 427 * 281 * 4;
         assert_eq!(next.engine().image_len(), len);

@@ -9,7 +9,7 @@ use clap::Args;
 use nst::gpu::{Gpu, GpuOptions};
 use nst::image_io::{self, Depth};
 use nst::net::{LossKind, Pooling, Vgg19Weights};
-use nst::render::{self, defaults, Init, Losses, Optimizer, Render, RenderOptions, Size};
+use nst::render::{self, CheckedOptions, Init, Losses, Optimizer, Render, RenderOptions, Size};
 
 use super::progress::Progress;
 
@@ -29,6 +29,11 @@ impl From<nst::Error> for Failure {
     }
 }
 
+/// The library's defaults, which every flag's default is read from: one place for them.
+fn d() -> RenderOptions {
+    RenderOptions::default()
+}
+
 #[derive(Args)]
 pub struct RenderArgs {
     /// The photo whose content the picture keeps (any format the image crate reads).
@@ -42,25 +47,24 @@ pub struct RenderArgs {
     pub init: String,
 
     /// Weight of the content term (mean over content layers of mean((F - P)^2)).
-    #[arg(long, default_value_t = defaults::CONTENT_WEIGHT, allow_hyphen_values = true, help_heading = "Loss")]
+    #[arg(long, default_value_t = d().content_weight, allow_hyphen_values = true, help_heading = "Loss")]
     pub content_weight: f64,
     /// Weight of the style term (mean over style layers of mean((G - A)^2), G = FᵀF / positions).
-    #[arg(long, default_value_t = defaults::STYLE_WEIGHT, allow_hyphen_values = true, help_heading = "Loss")]
+    #[arg(long, default_value_t = d().style_weight, allow_hyphen_values = true, help_heading = "Loss")]
     pub style_weight: f64,
     /// Weight of the total variation (sum of |differences of neighbouring pixels|, 0..255 scale).
-    #[arg(long, default_value_t = defaults::TV_WEIGHT, allow_hyphen_values = true, help_heading = "Loss")]
+    #[arg(long, default_value_t = d().tv_weight, allow_hyphen_values = true, help_heading = "Loss")]
     pub tv_weight: f64,
     /// Content layers, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "relu4_2", help_heading = "Loss")]
-    pub content_layers: Vec<String>,
+    #[arg(long, default_value_t = d().content_layers.join(","), help_heading = "Loss")]
+    pub content_layers: String,
     /// Style layers, comma-separated.
     #[arg(
         long,
-        value_delimiter = ',',
-        default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1",
+        default_value_t = d().style_layers.join(","),
         help_heading = "Loss"
     )]
-    pub style_layers: Vec<String>,
+    pub style_layers: String,
     /// Blend weights of the style images, comma-separated, one per style (normalised to sum 1).
     /// Default: equal.
     #[arg(long, value_delimiter = ',', value_name = "W1,W2,...", allow_hyphen_values = true, help_heading = "Style")]
@@ -68,7 +72,7 @@ pub struct RenderArgs {
     /// Resize each style image to F times the output's long edge before taking its Gram
     /// matrices: above 1 larger strokes; below 1 the strokes shrink away and the painting's
     /// larger forms become the texture.
-    #[arg(long, default_value_t = 1.0, value_name = "F", allow_hyphen_values = true, help_heading = "Style")]
+    #[arg(long, default_value_t = d().style_scale, value_name = "F", allow_hyphen_values = true, help_heading = "Style")]
     pub style_scale: f64,
     /// Recolour the style images to the content's channel means and covariance before
     /// optimising: the strokes stay, the palette is the photo's.
@@ -82,32 +86,32 @@ pub struct RenderArgs {
     /// How the style layers weigh against each other: balanced (each layer's term divided by the
     /// mean square of its target Gram matrix, times the geometric mean of those over the layers),
     /// uniform, or one factor per style layer (W1,W2,...).
-    #[arg(long, default_value = "balanced", value_name = "balanced|uniform|W1,W2,...", help_heading = "Loss")]
+    #[arg(long, default_value_t = d().style_layer_weights.to_string(), value_name = "balanced|uniform|W1,W2,...", help_heading = "Loss")]
     pub style_layer_weights: String,
     /// Pooling between VGG19's blocks: max, or avg (each average pool's output rescaled so that
     /// its mean matches max pooling's, so the same loss weights fit).
-    #[arg(long, default_value = "max", value_parser = ["max", "avg"], help_heading = "Loss")]
+    #[arg(long, default_value_t = d().pooling.to_string(), value_parser = ["max", "avg"], help_heading = "Loss")]
     pub pooling: String,
 
     /// Iterations (one gradient each). With several scales, the budget the scales share (see
     /// --scales); --scale-iterations sets each scale's count instead.
-    #[arg(long, default_value_t = defaults::ITERATIONS, value_parser = positive, allow_hyphen_values = true,
+    #[arg(long, default_value_t = d().iterations, value_parser = positive, allow_hyphen_values = true,
           help_heading = "Optimisation")]
     pub iterations: u32,
     /// The optimiser: adam, or lbfgs (the quasi-Newton method of the original paper).
-    #[arg(long, default_value = "adam", value_parser = ["adam", "lbfgs"], help_heading = "Optimisation")]
+    #[arg(long, default_value_t = d().optimizer.to_string(), value_parser = ["adam", "lbfgs"], help_heading = "Optimisation")]
     pub optimizer: String,
     /// Adam's learning rate, in pixel values (0..255).
-    #[arg(long, default_value_t = defaults::LR, allow_hyphen_values = true, help_heading = "Optimisation")]
+    #[arg(long, default_value_t = d().adam.lr, allow_hyphen_values = true, help_heading = "Optimisation")]
     pub lr: f64,
     /// L-BFGS: correction pairs kept.
-    #[arg(long, default_value_t = 10, value_name = "M", help_heading = "Optimisation")]
+    #[arg(long, default_value_t = d().lbfgs.history, value_name = "M", help_heading = "Optimisation")]
     pub lbfgs_history: usize,
     /// L-BFGS: step length along the quasi-Newton direction (a step that raises the loss is undone).
-    #[arg(long, default_value_t = 1.0, value_name = "T", help_heading = "Optimisation")]
+    #[arg(long, default_value_t = d().lbfgs.step, value_name = "T", help_heading = "Optimisation")]
     pub lbfgs_step: f64,
     /// L-BFGS: RMS change of the pixel values (0..255) of the first step, a gradient step.
-    #[arg(long, default_value_t = 1.0, value_name = "RMS", help_heading = "Optimisation")]
+    #[arg(long, default_value_t = d().lbfgs.first_step, value_name = "RMS", help_heading = "Optimisation")]
     pub lbfgs_first_step: f64,
     /// Output the exponential moving average of the iterates (bias-corrected) with this decay
     /// (such as 0.95) instead of the last iterate; each scale starts from its predecessor's average.
@@ -116,7 +120,7 @@ pub struct RenderArgs {
     /// Coarse-to-fine: auto (on above 512 px: 512, then times √2 up to --size), off, long edges
     /// (128,256,512), or START*FACTOR (256*1.414). Each scale starts from the previous result
     /// upsampled, with its own style targets.
-    #[arg(long, default_value = "auto", value_name = "auto|off|E1,E2,...|START*FACTOR", help_heading = "Optimisation")]
+    #[arg(long, default_value_t = d().scales.to_string(), value_name = "auto|off|E1,E2,...|START*FACTOR", help_heading = "Optimisation")]
     pub scales: String,
     /// Iterations of each scale, one per scale. Default: scale k gets its share of --iterations
     /// at min(size, 512) px (half for the first scale, the rest split equally), converted by the
@@ -124,14 +128,14 @@ pub struct RenderArgs {
     #[arg(long, value_delimiter = ',', value_name = "N1,N2,...", help_heading = "Optimisation")]
     pub scale_iterations: Vec<u32>,
     /// Seed of the noise start (`--init noise`); a render is deterministic for a seed and adapter.
-    #[arg(long, default_value_t = 0, help_heading = "Optimisation")]
+    #[arg(long, default_value_t = d().seed, help_heading = "Optimisation")]
     pub seed: u64,
 
     /// Output image; the extension chooses the format (.png, .jpg, .webp, .tiff, .bmp).
     #[arg(short, long, help_heading = "Output")]
     pub output: PathBuf,
     /// Working size: the long edge (512) or WIDTHxHEIGHT (512x512).
-    #[arg(long, default_value_t = defaults::SIZE.to_string(), help_heading = "Output")]
+    #[arg(long, default_value_t = d().size.to_string(), help_heading = "Output")]
     pub size: String,
     /// Also write the image every N iterations, as OUT.NNNN.ext.
     #[arg(long, value_name = "N", value_parser = positive, help_heading = "Output")]
@@ -147,6 +151,11 @@ pub struct RenderArgs {
     pub quiet: bool,
 }
 
+/// `relu1_1,relu2_1`: the names, an empty list for `""`.
+fn layer_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
 fn positive(s: &str) -> Result<u32, String> {
     match s.trim().parse::<i64>() {
         Ok(n) if n >= 1 && n <= u32::MAX as i64 => Ok(n as u32),
@@ -156,7 +165,7 @@ fn positive(s: &str) -> Result<u32, String> {
 }
 
 impl RenderArgs {
-    fn options(&self) -> nst::Result<RenderOptions> {
+    fn options(&self) -> nst::Result<CheckedOptions> {
         let size: Size = self.size.parse().map_err(nst::Error::Options)?;
         let init = match self.init.as_str() {
             "content" => Init::Content,
@@ -170,8 +179,8 @@ impl RenderArgs {
             content_weight: self.content_weight,
             style_weight: self.style_weight,
             tv_weight: self.tv_weight,
-            content_layers: self.content_layers.iter().filter(|l| !l.is_empty()).cloned().collect(),
-            style_layers: self.style_layers.iter().filter(|l| !l.is_empty()).cloned().collect(),
+            content_layers: layer_list(&self.content_layers),
+            style_layers: layer_list(&self.style_layers),
             init,
             pooling: if self.pooling == "avg" { Pooling::Avg } else { Pooling::Max },
             seed: self.seed,
@@ -189,9 +198,7 @@ impl RenderArgs {
             scales: self.scales.parse().map_err(nst::Error::Options)?,
             scale_iterations: self.scale_iterations.clone(),
         };
-        options.validate()?;
-        options.blend_weights(self.styles.len())?;
-        Ok(options)
+        options.check(self.styles.len())
     }
 
     fn snapshot_path(&self, iteration: u32) -> PathBuf {
@@ -307,14 +314,14 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
 
     let gpu = Gpu::new(gpu_options)?;
     let library = nst::shaders::library(&gpu)?;
-    let weights = match weights_path {
-        Some(p) => Vgg19Weights::from_file(p)?,
-        None => Vgg19Weights::embedded()?,
-    };
-    render::check_output_size(&gpu, &library, &options, &content, &styles)?;
+    let (weights, _) = Vgg19Weights::load(weights_path)?;
     let schedule = options.schedule(content.width() as usize, content.height() as usize)?;
+    if schedule.len() > 1 {
+        // The first scale is smaller: find out now, not at the last, if the output size is too large.
+        render::check_output_size(&gpu, &library, &options, &content, &styles)?;
+    }
     let total: u32 = schedule.iter().map(|&(_, n)| n).sum();
-    let at_scale = |size: Size| RenderOptions { size, ..options.clone() };
+    let at_scale = |size: Size| options.at(size);
     let setup = std::time::Instant::now();
     let mut render = Render::new(&gpu, &library, &weights, &content, &styles, &at_scale(schedule[0].0))?;
     let cost: Vec<f64> = schedule

@@ -416,6 +416,53 @@ impl Tape {
         self.backward = backward;
     }
 
+    /// The same tape with the loss weights of `spec`, which must describe the same iteration but
+    /// for its weights (size, pooling, layers, whether there is a TV term): the weights live only
+    /// in the loss heads' params, so nothing is recorded again. A render records its tape with
+    /// unit style layer factors to check the size, then sets the factors its targets give.
+    pub fn with_loss_weights(mut self, spec: &LossSpec) -> Result<Tape> {
+        let names = |l: &[(String, f64)]| l.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        let same = spec.height == self.spec.height
+            && spec.width == self.spec.width
+            && spec.pooling == self.spec.pooling
+            && names(&spec.content) == names(&self.spec.content)
+            && names(&spec.style) == names(&self.spec.style)
+            && (spec.tv != 0.0) == (self.spec.tv != 0.0);
+        if !same {
+            return Err(Error::Shape {
+                kernel: "tape".into(),
+                message: "new loss weights must keep the size, pooling, layers and TV term of the tape".into(),
+            });
+        }
+        // A loss head's weight by its target tensor (content terms first, then style, as built).
+        let weights: HashMap<TensorId, f64> = self
+            .losses
+            .iter()
+            .filter_map(|t| t.target)
+            .zip(spec.content.iter().chain(&spec.style).map(|&(_, w)| w))
+            .collect();
+        for op in &mut self.forward {
+            match op {
+                Op::SqDiff { target, params, .. } => {
+                    *params = SqDiffParams::mean(params.len(), weights[target]).with_accumulate(params.accumulate != 0)
+                }
+                Op::Tv { params, .. } => params.scale = spec.tv as f32,
+                _ => {}
+            }
+        }
+        for op in &mut self.backward {
+            match op {
+                BackOp::SqDiff { target, params, .. } => {
+                    *params = SqDiffParams::mean(params.len(), weights[target]).with_accumulate(params.accumulate != 0)
+                }
+                BackOp::Tv { params, .. } => params.scale = spec.tv as f32,
+                _ => {}
+            }
+        }
+        self.spec = spec.clone();
+        Ok(self)
+    }
+
     /// The same tape without its backward: for computing targets (a style image's Gram
     /// matrices), which needs no gradient buffers. Gradient tensors keep their ids with no elements.
     pub fn without_backward(mut self) -> Tape {

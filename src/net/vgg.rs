@@ -48,6 +48,16 @@ pub enum Pooling {
     Avg,
 }
 
+impl std::fmt::Display for Pooling {
+    /// `max` or `avg`, as `--pooling` takes them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pooling::Max => "max",
+            Pooling::Avg => "avg",
+        })
+    }
+}
+
 /// One layer in VGG19's order: a conv with its fused ReLU (index into [`CONVS`]) or the pool that
 /// ends a block (1..=5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -71,11 +71,20 @@ impl Vgg19Weights {
         Self::from_bytes(EMBEDDED, "embedded weights")
     }
 
+    /// The weights of `path`, or the built-in ones without a path; with where they came from, in
+    /// words.
+    pub fn load(path: Option<&Path>) -> Result<(Vgg19Weights, String)> {
+        match path {
+            Some(p) => Ok((Vgg19Weights::from_file(p)?, p.display().to_string())),
+            None => Ok((Vgg19Weights::embedded()?, "built in (VGG19, 8-bit quantised)".to_string())),
+        }
+    }
+
     /// Reads a weight file (`--weights PATH`): quantised or full precision.
     pub fn from_file(path: &Path) -> Result<Vgg19Weights> {
         let bytes = std::fs::read(path).map_err(|e| Error::Weights {
             origin: path.display().to_string(),
-            message: format!("cannot read it ({e}); check the path, or leave out --weights for the built-in weights"),
+            message: format!("cannot read it ({e}); check the path"),
         })?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }

@@ -1,20 +1,13 @@
-//! A render: a content photo and style paintings in (decoded by [`crate::image_io`]), the optimised
-//! picture out. Computes the targets (content features of the photo, Gram matrices of each painting
-//! at its own aspect ratio), then steps the chosen optimiser (Adam or L-BFGS) on the GPU one
-//! iteration at a time, scale by scale, keeping the last image whose loss was finite.
+//! The options of a render and its schedule of scales: what `nst render`'s flags set, with their
+//! defaults, their checks, the loss they make at each size, and the coarse-to-fine plan.
 
 use image::RgbImage;
 
-use crate::color::color_match;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KernelLibrary};
-use crate::net::engine::Engine;
-use crate::net::tape::{LossKind, LossSpec, Tape};
+use crate::net::tape::LossSpec;
 use crate::net::vgg::{min_side, Pooling};
-use crate::net::weights::Vgg19Weights;
 use crate::ops::adam::AdamConfig;
-use crate::ops::image::{network_bounds, pack_rgba, NETWORK_CHANNELS};
-use crate::optim::{Adam, Average, Averaged, Lbfgs, LbfgsConfig, Optimiser};
+use crate::optim::LbfgsConfig;
 
 /// The content layers of Gatys et al.
 pub const DEFAULT_CONTENT_LAYERS: [&str; 1] = ["relu4_2"];
@@ -39,6 +32,16 @@ impl std::str::FromStr for Size {
         match s.split_once(['x', 'X']) {
             Some((w, h)) => Ok(Size::Exact { width: number(w)?, height: number(h)? }),
             None => number(s).map(Size::LongEdge),
+        }
+    }
+}
+
+impl std::fmt::Display for Size {
+    /// The form [`Size::from_str`](std::str::FromStr) reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Size::LongEdge(edge) => write!(f, "{edge}"),
+            Size::Exact { width, height } => write!(f, "{width}x{height}"),
         }
     }
 }
@@ -103,12 +106,54 @@ pub struct RenderOptions {
     pub scale_iterations: Vec<u32>,
 }
 
+/// Render options that passed every check for a number of style images ([`RenderOptions::check`]),
+/// with the blend weights of those images: a render checks its options once.
+#[derive(Clone, Debug)]
+pub struct CheckedOptions {
+    options: RenderOptions,
+    blend: Vec<f64>,
+}
+
+impl std::ops::Deref for CheckedOptions {
+    type Target = RenderOptions;
+    fn deref(&self) -> &RenderOptions {
+        &self.options
+    }
+}
+
+impl CheckedOptions {
+    /// The blend weight of each style image, summing to 1.
+    pub fn blend(&self) -> &[f64] {
+        &self.blend
+    }
+
+    /// The same options at another size (a scale of a coarse-to-fine render; the size takes part
+    /// in no check).
+    pub fn at(&self, size: Size) -> CheckedOptions {
+        CheckedOptions { options: RenderOptions { size, ..self.options.clone() }, blend: self.blend.clone() }
+    }
+}
+
 /// The optimiser of a render.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Optimizer {
     #[default]
     Adam,
     Lbfgs,
+}
+
+impl std::fmt::Display for Optimizer {
+    /// `adam` or `lbfgs`, as `--optimizer` takes them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Optimizer::Adam => "adam",
+            Optimizer::Lbfgs => "lbfgs",
+        })
+    }
+}
+
+fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    items.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// How the style layers are weighted against each other.
@@ -141,6 +186,17 @@ impl std::str::FromStr for StyleLayerWeights {
                 .ok_or_else(|| {
                     format!("invalid style layer weights {s:?}: write balanced, uniform or numbers such as 1,1,0.5,1,1")
                 }),
+        }
+    }
+}
+
+impl std::fmt::Display for StyleLayerWeights {
+    /// The form [`StyleLayerWeights::from_str`](std::str::FromStr) reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StyleLayerWeights::Balanced => f.write_str("balanced"),
+            StyleLayerWeights::Uniform => f.write_str("uniform"),
+            StyleLayerWeights::Explicit(w) => f.write_str(&list(w)),
         }
     }
 }
@@ -187,6 +243,18 @@ impl std::str::FromStr for Scales {
                 .collect::<Option<Vec<_>>>()
                 .map(Scales::List)
                 .ok_or_else(bad),
+        }
+    }
+}
+
+impl std::fmt::Display for Scales {
+    /// The form [`Scales::from_str`](std::str::FromStr) reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scales::Auto => f.write_str("auto"),
+            Scales::Off => f.write_str("off"),
+            Scales::List(edges) => f.write_str(&list(edges)),
+            Scales::Geometric { start, factor } => write!(f, "{start}*{factor}"),
         }
     }
 }
@@ -275,7 +343,7 @@ impl RenderOptions {
     pub fn schedule(&self, width: usize, height: usize) -> Result<Vec<(Size, u32)>> {
         let (fw, fh) = self.size.of(width, height);
         let edge = fw.max(fh);
-        let bad = |m: String| Err(Error::Options(format!("--scales: {m}")));
+        let bad = |message: String| Err(Error::Option { option: "scales", message });
         let mut edges: Vec<usize> = match &self.scales {
             Scales::Off => vec![],
             Scales::Auto if edge <= AUTO_SCALES_ABOVE => vec![],
@@ -322,44 +390,56 @@ impl RenderOptions {
         } else if self.scale_iterations.len() == n {
             self.scale_iterations.clone()
         } else {
-            return Err(Error::Options(format!(
-                "--scale-iterations: {} counts for {n} scale{} ({}); give one per scale",
-                self.scale_iterations.len(),
-                if n == 1 { "" } else { "s" },
-                edges.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
-            )));
+            return Err(Error::Option {
+                option: "scale_iterations",
+                message: format!(
+                    "{} counts for {n} scale{} ({}); give one per scale",
+                    self.scale_iterations.len(),
+                    if n == 1 { "" } else { "s" },
+                    edges.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            });
         };
         if iterations.contains(&0) {
-            return Err(Error::Options("--scale-iterations: every scale needs at least 1 iteration".into()));
+            let message = "every scale needs at least 1 iteration".into();
+            return Err(Error::Option { option: "scale_iterations", message });
         }
         Ok(sizes.into_iter().zip(iterations).collect())
     }
 
-    /// Refuses options no render can use, before any work: no layers, weights that are negative,
-    /// not finite, or too large for f32 once divided over the elements, no iterations.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str, message: String| Err(Error::Options(format!("{what}: {message}")));
+    /// Checks the options for a render of `styles` style images, once, before any work: what
+    /// [`Render::new`](super::Render::new) takes.
+    pub fn check(self, styles: usize) -> Result<CheckedOptions> {
+        self.validate()?;
+        let blend = self.blend_weights(styles)?;
+        Ok(CheckedOptions { options: self, blend })
+    }
+
+    /// Refuses options no render can use: no layers, weights that are negative, not finite, or
+    /// too large for f32 once divided over the elements, no iterations.
+    fn validate(&self) -> Result<()> {
+        let bad = |option: &'static str, message: String| Err(Error::Option { option, message });
         if self.iterations == 0 {
-            return bad("--iterations", "must be at least 1".into());
+            return bad("iterations", "must be at least 1".into());
         }
         for (name, w) in [
-            ("--content-weight", self.content_weight),
-            ("--style-weight", self.style_weight),
-            ("--tv-weight", self.tv_weight),
-            ("--lr", self.adam.lr),
+            ("content_weight", self.content_weight),
+            ("style_weight", self.style_weight),
+            ("tv_weight", self.tv_weight),
+            ("adam.lr", self.adam.lr),
         ] {
             if !(0.0..=1e30).contains(&w) {
                 return bad(name, format!("{w} is not a number between 0 and 1e30"));
             }
         }
         if !self.style_scale.is_finite() || self.style_scale <= 0.0 || self.style_scale > 16.0 {
-            return bad("--style-scale", format!("{} is not a number above 0 and at most 16", self.style_scale));
+            return bad("style_scale", format!("{} is not a number above 0 and at most 16", self.style_scale));
         }
         if self.adam.lr == 0.0 {
-            return bad("--lr", "must be greater than 0".into());
+            return bad("adam.lr", "must be greater than 0".into());
         }
         if self.content_layers.is_empty() && self.style_layers.is_empty() {
-            return bad("--content-layers/--style-layers", "at least one layer is needed".into());
+            return bad("content_layers/style_layers", "at least one layer is needed".into());
         }
         for layer in self.content_layers.iter().chain(&self.style_layers) {
             crate::net::vgg::layer_position(layer)?;
@@ -367,7 +447,7 @@ impl RenderOptions {
         if let StyleLayerWeights::Explicit(w) = &self.style_layer_weights {
             if w.len() != self.style_layers.len() {
                 return bad(
-                    "--style-layer-weights",
+                    "style_layer_weights",
                     format!(
                         "{} weights for {} style layers; give one per style layer",
                         w.len(),
@@ -378,13 +458,13 @@ impl RenderOptions {
         }
         if let Some(decay) = self.average {
             if !(0.0..1.0).contains(&decay) {
-                return bad("--average", format!("{decay} is not a decay in 0..1 (such as 0.95)"));
+                return bad("average", format!("{decay} is not a decay in 0..1 (such as 0.95)"));
             }
         }
         if self.lbfgs.history == 0 || self.lbfgs.history > 100 {
-            return bad("--lbfgs-history", format!("{} is not a count in 1..=100", self.lbfgs.history));
+            return bad("lbfgs.history", format!("{} is not a count in 1..=100", self.lbfgs.history));
         }
-        for (name, v) in [("--lbfgs-step", self.lbfgs.step), ("--lbfgs-first-step", self.lbfgs.first_step)] {
+        for (name, v) in [("lbfgs.step", self.lbfgs.step), ("lbfgs.first_step", self.lbfgs.first_step)] {
             if !v.is_finite() || v <= 0.0 || v > 1e6 {
                 return bad(name, format!("{v} is not a number above 0"));
             }
@@ -393,14 +473,14 @@ impl RenderOptions {
     }
 
     /// The blend weight of each of `styles` style images, normalised to sum 1.
-    pub fn blend_weights(&self, styles: usize) -> Result<Vec<f64>> {
+    fn blend_weights(&self, styles: usize) -> Result<Vec<f64>> {
         if styles == 0 {
             return Err(Error::Options("at least one style image is needed".into()));
         }
         if self.style_blend.is_empty() {
             return Ok(vec![1.0 / styles as f64; styles]);
         }
-        let bad = |m: String| Err(Error::Options(format!("--style-blend: {m}")));
+        let bad = |message: String| Err(Error::Option { option: "style_blend", message });
         if self.style_blend.len() != styles {
             return bad(format!("{} weights for {styles} style images; give one per style", self.style_blend.len()));
         }
@@ -422,43 +502,6 @@ impl RenderOptions {
         }
         Ok(side)
     }
-}
-
-/// Refuses input images smaller than the layers need.
-fn check_inputs(content: &RgbImage, styles: &[RgbImage], options: &RenderOptions) -> Result<()> {
-    let need = options.min_side()?;
-    let style_name = |i: usize| match styles.len() {
-        1 => "style image".to_string(),
-        _ => format!("style image {}", i + 1),
-    };
-    let named = std::iter::once(("content image".to_string(), content))
-        .chain(styles.iter().enumerate().map(|(i, s)| (style_name(i), s)));
-    for (what, img) in named {
-        if (img.width() as usize) < need || (img.height() as usize) < need {
-            return Err(Error::ImageSize {
-                height: img.height() as usize,
-                width: img.width() as usize,
-                message: format!("the {what} is smaller than the {need}x{need} pixels its layers need"),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Refuses, before any work, inputs smaller than the layers need and an output size the adapter
-/// cannot take (the first scale of a coarse-to-fine render is smaller, so [`Render::new`] alone
-/// would find out only at the last).
-pub fn check_output_size(
-    gpu: &Gpu,
-    library: &KernelLibrary,
-    options: &RenderOptions,
-    content: &RgbImage,
-    styles: &[RgbImage],
-) -> Result<()> {
-    check_inputs(content, styles, options)?;
-    let (width, height) = options.size.of(content.width() as usize, content.height() as usize);
-    Engine::check_fits(gpu, library, &Tape::build(&options.loss_spec(width, height))?)?;
-    Ok(())
 }
 
 /// Long edges from `start` times `factor` per scale while below `edge` (the caller appends `edge`).
@@ -485,320 +528,6 @@ pub fn balanced_factors(targets: &[Vec<f32>]) -> Vec<f64> {
     }
     let mean = positive.iter().sum::<f64>() / positive.len() as f64;
     energy.iter().map(|&e| if e > 0.0 && e.is_finite() { mean / e } else { 1.0 }).collect()
-}
-
-/// Resizes with a Lanczos filter (a no-op at the same size).
-pub fn resize(img: &RgbImage, width: usize, height: usize) -> RgbImage {
-    if img.width() as usize == width && img.height() as usize == height {
-        return img.clone();
-    }
-    image::imageops::resize(img, width as u32, height as u32, image::imageops::FilterType::Lanczos3)
-}
-
-fn packed(img: &RgbImage) -> Vec<u32> {
-    img.pixels().map(|p| pack_rgba([p[0], p[1], p[2], 255])).collect()
-}
-
-/// One term of an iteration's loss, weighted as it enters the total.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Term {
-    pub kind: LossKind,
-    /// The layer it reads (`relu4_2`), or `image` for TV.
-    pub layer: String,
-    pub value: f64,
-}
-
-/// The losses of one iteration: a list of named terms, in the order of the tape's loss slots.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Losses {
-    pub terms: Vec<Term>,
-}
-
-impl Losses {
-    /// The sum of the `kind` terms (0 where there are none).
-    pub fn of(&self, kind: LossKind) -> f64 {
-        self.terms.iter().filter(|t| t.kind == kind).map(|t| t.value).sum()
-    }
-
-    /// The total: the sum of each kind's sum, in the order of [`LossKind::ALL`].
-    pub fn total(&self) -> f64 {
-        LossKind::ALL.iter().map(|&k| self.of(k)).sum()
-    }
-
-    pub fn is_finite(&self) -> bool {
-        self.terms.iter().all(|t| t.value.is_finite())
-    }
-}
-
-/// A render in progress: the engine with its targets set, the image being optimised and the
-/// optimiser's state.
-pub struct Render<'g> {
-    gpu: &'g Gpu,
-    engine: Engine<'g>,
-    /// Adam or L-BFGS, wrapped in the moving average when averaging.
-    optimiser: Box<dyn Optimiser>,
-    /// Optimiser steps taken by the whole render (across scales).
-    steps: u32,
-    /// Steps taken at this scale.
-    scale_steps: u32,
-    pub width: usize,
-    pub height: usize,
-    /// The content image at the render size.
-    content: RgbImage,
-    /// The factor of each style layer (see [`StyleLayerWeights`]).
-    pub style_factors: Vec<f64>,
-}
-
-/// A non-finite loss, with the iteration of this render (this scale) it appeared at (1-based);
-/// the render's image is the last one whose loss was finite, from iteration `last_good` (0: the
-/// starting image).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Diverged {
-    pub iteration: u32,
-    pub last_good: u32,
-}
-
-impl<'g> Render<'g> {
-    /// Builds the engine for `options.size` of `content`, computes the style targets from
-    /// `styles` (each resized so that its long edge is `style_scale` times the render's, keeping
-    /// its aspect ratio; with `color_match`, recoloured to the content's colour statistics first;
-    /// blended by `style_blend`), the style layer factors from them, and the content targets, and
-    /// sets the starting image. Sizes are checked against the layers and the adapter before
-    /// anything large is allocated.
-    pub fn new(
-        gpu: &'g Gpu,
-        library: &KernelLibrary,
-        weights: &Vgg19Weights,
-        content: &RgbImage,
-        styles: &[RgbImage],
-        options: &RenderOptions,
-    ) -> Result<Render<'g>> {
-        options.validate()?;
-        let blend = options.blend_weights(styles.len())?;
-        check_inputs(content, styles, options)?;
-        let (width, height) = options.size.of(content.width() as usize, content.height() as usize);
-        // Before resizing anything to a size the adapter cannot take (the factors change no shape).
-        Engine::check_fits(gpu, library, &Tape::build(&options.loss_spec(width, height))?)?;
-        let content_img = resize(content, width, height);
-        let style_grams = if options.style_layers.is_empty() {
-            Vec::new()
-        } else {
-            let mut blended: Vec<Vec<f64>> = Vec::new();
-            for (style, &weight) in styles.iter().zip(&blend) {
-                let style = if options.color_match { color_match(style, &content_img) } else { style.clone() };
-                let grams = style_grams(gpu, library, weights, &style, width.max(height), options)?;
-                blended.resize_with(grams.len(), Vec::new);
-                for (acc, gram) in blended.iter_mut().zip(grams) {
-                    acc.resize(gram.len(), 0.0);
-                    for (a, g) in acc.iter_mut().zip(gram) {
-                        *a += weight * g as f64;
-                    }
-                }
-            }
-            blended.into_iter().map(|g| g.into_iter().map(|v| v as f32).collect()).collect()
-        };
-        let style_factors = options.style_layer_factors(&style_grams);
-        let tape = Tape::build(&options.loss_spec_with(width, height, &style_factors))?;
-
-        let engine = Engine::new(gpu, library, weights, tape)?;
-        engine.set_image_rgba(&packed(&content_img))?;
-        engine.forward()?;
-        engine.capture_targets(LossKind::Content)?;
-        engine.set_targets(LossKind::Style, &style_grams)?;
-        match &options.init {
-            Init::Content => {}
-            Init::Noise => {
-                let mut state = options.seed;
-                let noise = RgbImage::from_fn(width as u32, height as u32, |_, _| {
-                    image::Rgb([0, 1, 2].map(|_| (splitmix64(&mut state) >> 56) as u8))
-                });
-                engine.set_image_rgba(&packed(&noise))?;
-            }
-            Init::Image(img) => engine.set_image_rgba(&packed(&resize(img, width, height)))?,
-        }
-        let bounds = network_bounds();
-        let mut optimiser: Box<dyn Optimiser> = match options.optimizer {
-            Optimizer::Adam => Box::new(Adam::new(gpu, library, &engine, options.adam, bounds)?),
-            Optimizer::Lbfgs => Box::new(Lbfgs::new(gpu, library, &engine, options.lbfgs, bounds)?),
-        };
-        if let Some(decay) = options.average {
-            optimiser = Box::new(Averaged::new(optimiser, Average::new(gpu, library, &engine, decay)?));
-        }
-        Ok(Render {
-            gpu,
-            engine,
-            optimiser,
-            steps: 0,
-            scale_steps: 0,
-            width,
-            height,
-            content: content_img,
-            style_factors,
-        })
-    }
-
-    /// The next scale of a coarse-to-fine render: a render of `options` (at its size) whose
-    /// starting image is this one's output (the average when averaging) resized bilinearly, and
-    /// whose optimiser takes over this one's state ([`Optimiser::carry`]: Adam's moments, resized;
-    /// L-BFGS starts a fresh history; the average starts again from the new image).
-    pub fn next_scale(
-        &self,
-        library: &KernelLibrary,
-        weights: &Vgg19Weights,
-        content: &RgbImage,
-        styles: &[RgbImage],
-        options: &RenderOptions,
-    ) -> Result<Render<'g>> {
-        let (h, w) = (self.height, self.width);
-        let image = self.image_net()?;
-        let carry = self.optimiser.carry(self.gpu)?;
-        let mut next = Render::new(self.gpu, library, weights, content, styles, options)?;
-        let to = (next.height, next.width);
-        next.engine.set_image(&crate::resample::bilinear(&image, (h, w), NETWORK_CHANNELS, to))?;
-        next.optimiser.resume(self.gpu, carry)?;
-        next.steps = self.steps;
-        Ok(next)
-    }
-
-    /// The engine (its tape, memory, kernel profile).
-    pub fn engine(&self) -> &Engine<'g> {
-        &self.engine
-    }
-
-    /// The optimiser (Adam or L-BFGS, maybe averaged).
-    pub fn optimiser(&self) -> &dyn Optimiser {
-        self.optimiser.as_ref()
-    }
-
-    /// Bytes of GPU memory this render allocated: the engine's and the optimiser's.
-    pub fn allocated_bytes(&self) -> u64 {
-        self.engine.allocated_bytes() + self.optimiser.allocated_bytes()
-    }
-
-    /// Optimiser steps taken so far.
-    pub fn steps(&self) -> u32 {
-        self.steps
-    }
-
-    /// L-BFGS correction pairs held (0 with Adam).
-    pub fn lbfgs_pairs(&self) -> usize {
-        self.optimiser.history()
-    }
-
-    /// One iteration: the losses of the current image, then one optimiser step (and the
-    /// average's update). When the losses are not finite, the image goes back to the last one
-    /// whose losses were (the step count with it), and the result is `Ok(Err(Diverged))`; the
-    /// optimiser's state is spoilt, so the render ends. The one place a non-finite loss is handled.
-    pub fn step(&mut self) -> Result<std::result::Result<Losses, Diverged>> {
-        let values = self.optimiser.iterate(self.gpu, &self.engine, &[])?;
-        let losses = self.losses(&values);
-        if !losses.is_finite() {
-            self.optimiser.rollback(self.gpu, &self.engine)?;
-            return Ok(Err(self.diverge()));
-        }
-        self.steps += 1;
-        self.scale_steps += 1;
-        Ok(Ok(losses))
-    }
-
-    /// The image was restored to the last one whose loss was finite: one step back (at the first
-    /// step of a scale, none).
-    fn diverge(&mut self) -> Diverged {
-        let k = self.scale_steps + 1;
-        let back = self.scale_steps.min(1);
-        self.steps -= back;
-        self.scale_steps -= back;
-        Diverged { iteration: k, last_good: k.saturating_sub(2) }
-    }
-
-    fn losses(&self, values: &[f32]) -> Losses {
-        let terms = self.engine.tape.losses.iter().zip(values);
-        Losses { terms: terms.map(|(t, &v)| Term { kind: t.kind, layer: t.layer.clone(), value: v as f64 }).collect() }
-    }
-
-    /// The output image, read back from the GPU: the current image, or with averaging the
-    /// averaged one.
-    pub fn image(&self) -> Result<RgbImage> {
-        let rgba = self.optimiser.image_rgba(self.gpu, &self.engine)?;
-        let bytes: Vec<u8> = rgba
-            .iter()
-            .flat_map(|p| {
-                let [r, g, b, _] = p.to_le_bytes();
-                [r, g, b]
-            })
-            .collect();
-        Ok(RgbImage::from_raw(self.width as u32, self.height as u32, bytes).expect("one RGB triple per pixel"))
-    }
-
-    /// The output image in the network's convention (HWC, BGR minus the mean, 4 channels).
-    pub fn image_net(&self) -> Result<Vec<f32>> {
-        self.optimiser.image_net(self.gpu, &self.engine)
-    }
-
-    /// The image being optimised (not the average), in the network's convention.
-    pub fn iterate_net(&self) -> Result<Vec<f32>> {
-        self.engine.read(self.engine.tape.image)
-    }
-
-    /// The content image at the render size.
-    pub fn content(&self) -> &RgbImage {
-        &self.content
-    }
-
-    /// The output image as RGB values on the 0..255 scale, unclamped and unrounded: for 16-bit
-    /// output and colour preservation.
-    pub fn image_rgb(&self) -> Result<Vec<[f64; 3]>> {
-        let net = self.image_net()?;
-        let [mr, mg, mb] = crate::ops::image::VGG_MEAN_RGB.map(f64::from);
-        Ok(net.chunks_exact(4).map(|p| [p[2] as f64 + mr, p[1] as f64 + mg, p[0] as f64 + mb]).collect())
-    }
-
-    /// The current targets of the `kind` losses (content features or blended style Gram matrices).
-    pub fn targets(&self, kind: LossKind) -> Result<Vec<Vec<f32>>> {
-        self.engine.targets(kind)
-    }
-
-    /// Fills the image with NaN (for tests of the divergence path; see `NST_INJECT_NAN_AT`).
-    pub fn poison_image(&self) {
-        self.engine.poison_image();
-    }
-}
-
-/// The Gram matrices of `style`'s style layers, from an engine of the style image's own size
-/// (long edge `style_scale * render_edge`, aspect kept) without gradients, dropped afterwards.
-fn style_grams(
-    gpu: &Gpu,
-    library: &KernelLibrary,
-    weights: &Vgg19Weights,
-    style: &RgbImage,
-    render_edge: usize,
-    options: &RenderOptions,
-) -> Result<Vec<Vec<f32>>> {
-    let edge = ((render_edge as f64 * options.style_scale).round() as usize).max(1);
-    let (sw, sh) = Size::LongEdge(edge).of(style.width() as usize, style.height() as usize);
-    let scaled = |e: Error| match e {
-        Error::ImageSize { height, width, message } if options.style_scale != 1.0 => Error::ImageSize {
-            height,
-            width,
-            message: format!("{message} (a style image at --style-scale {})", options.style_scale),
-        },
-        e => e,
-    };
-    let spec = LossSpec { content: Vec::new(), tv: 0.0, ..options.loss_spec(sw, sh) };
-    let engine =
-        Engine::new(gpu, library, weights, Tape::build(&spec).map_err(scaled)?.without_backward()).map_err(scaled)?;
-    engine.set_image_rgba(&packed(&resize(style, sw, sh)))?;
-    engine.forward()?;
-    engine.loss_sources(LossKind::Style)
-}
-
-/// SplitMix64: the seeded generator of the noise start.
-pub fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -862,11 +591,28 @@ mod schedule_tests {
         assert_eq!(o.schedule(512, 512).unwrap().iter().map(|s| s.1).collect::<Vec<_>>(), vec![10, 20, 30]);
         o.scale_iterations = vec![10, 20];
         let e = o.schedule(512, 512).unwrap_err().to_string();
-        assert!(e.contains("--scale-iterations") && e.contains("3 scales"), "{e}");
+        assert!(e.contains("scale_iterations") && e.contains("3 scales"), "{e}");
         let o = options(Size::LongEdge(512), 100, Scales::List(vec![256, 128]));
         assert!(o.schedule(512, 512).unwrap_err().to_string().contains("must grow"));
         let o = options(Size::LongEdge(256), 100, Scales::List(vec![128, 512]));
         assert!(o.schedule(512, 512).unwrap_err().to_string().contains("go past"));
+    }
+
+    #[test]
+    fn every_size_scales_and_layer_weights_value_prints_as_the_form_that_parses_back_to_it() {
+        for size in [Size::LongEdge(512), Size::Exact { width: 640, height: 480 }] {
+            assert_eq!(size.to_string().parse::<Size>(), Ok(size));
+        }
+        let scales =
+            [Scales::Auto, Scales::Off, Scales::List(vec![128, 256]), Scales::Geometric { start: 256, factor: 1.5 }];
+        for s in scales {
+            assert_eq!(s.to_string().parse::<Scales>(), Ok(s));
+        }
+        let weights =
+            [StyleLayerWeights::Balanced, StyleLayerWeights::Uniform, StyleLayerWeights::Explicit(vec![1.0, 0.5])];
+        for w in weights {
+            assert_eq!(w.to_string().parse::<StyleLayerWeights>(), Ok(w));
+        }
     }
 
     #[test]
