@@ -305,3 +305,21 @@ fn the_tape_sums_the_gradients_of_a_style_layer_from_its_gram_and_the_next_conv(
         .collect();
     assert_eq!(writers, vec![false, true], "first writer overwrites, the second adds");
 }
+
+#[test]
+fn new_loss_weights_on_a_recorded_tape_equal_a_tape_recorded_with_them() {
+    let first = style_spec(32, 48, Pooling::Max);
+    let mut second = first.clone();
+    second.content[0].1 = 3.5;
+    for (k, (_, w)) in second.style.iter_mut().enumerate() {
+        *w *= 0.25 + k as f64;
+    }
+    second.tv = 7e-3;
+    let reweighted = Tape::build(&first).unwrap().with_loss_weights(&second).unwrap();
+    let recorded = Tape::build(&second).unwrap();
+    assert_eq!(format!("{:?}", reweighted.forward), format!("{:?}", recorded.forward));
+    assert_eq!(format!("{:?}", reweighted.backward), format!("{:?}", recorded.backward));
+    let mut other_layers = second.clone();
+    other_layers.style.pop();
+    assert!(Tape::build(&first).unwrap().with_loss_weights(&other_layers).is_err(), "the layers must be the same");
+}
