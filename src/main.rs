@@ -54,7 +54,7 @@ enum Command {
     /// List the adapters found, open the chosen one, compile every kernel, check the weights, and
     /// print the adapter's limits and the GPU memory a render of SIZE needs.
     Info {
-        /// Image size for the memory estimate: the long edge (512) or WIDTHxHEIGHT (640x480).
+        /// Image size for the memory estimate: the side of a square (512) or WIDTHxHEIGHT (640x480).
         #[arg(long, default_value = "512")]
         size: String,
     },
@@ -105,6 +105,13 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
             "  too large for this adapter: its storage binding limit is {:.0} MiB",
             mib(l.max_storage_buffer_binding_size)
         );
+    }
+    let options = nst::render::RenderOptions::default();
+    let largest = |shape| nst::render::largest_fitting_size(&gpu, &library, &options, shape);
+    match largest((width, height)) {
+        Some((w, h)) if w == h => println!("largest square that fits this adapter: {w}x{h}"),
+        Some((w, h)) => println!("largest of this aspect ratio that fits this adapter: {w}x{h}"),
+        None => println!("no size of this aspect ratio fits this adapter"),
     }
     Ok(())
 }

@@ -323,3 +323,21 @@ fn new_loss_weights_on_a_recorded_tape_equal_a_tape_recorded_with_them() {
     other_layers.style.pop();
     assert!(Tape::build(&first).unwrap().with_loss_weights(&other_layers).is_err(), "the layers must be the same");
 }
+
+#[test]
+fn the_largest_fitting_size_fits_and_one_pixel_more_on_the_long_edge_does_not() {
+    let Some((gpu, lib)) = common::gpu() else {
+        return;
+    };
+    let options = nst::render::RenderOptions::default();
+    let caps = Capabilities::of(gpu, lib);
+    let fits = |(w, h): (usize, usize)| Plan::new(&Tape::build(&options.loss_spec(w, h)).unwrap(), &caps).check_fits();
+    for shape in [(1024, 768), (512, 512), (300, 1000)] {
+        let (w, h) = nst::render::largest_fitting_size(gpu, lib, &options, shape).expect("some size fits");
+        assert!(fits((w, h)).is_ok(), "{w}x{h} for {shape:?}");
+        let edge = w.max(h) + 1;
+        let bigger = nst::render::Size::LongEdge(edge).of(shape.0, shape.1);
+        assert!(fits(bigger).is_err(), "{bigger:?} fits too, for {shape:?}");
+        println!("largest of {shape:?}: {w}x{h}");
+    }
+}

@@ -271,7 +271,22 @@ fn an_image_smaller_than_the_layers_need_is_refused() {
 fn a_size_too_large_for_the_adapter_is_refused_before_allocating() {
     // Refused before anything is allocated or resized to that size: in moments, not minutes.
     let start = std::time::Instant::now();
-    bad("huge", CONTENT, STYLE, &["--size", "40000"], 1, &["use a smaller size"]);
+    bad(
+        "huge",
+        CONTENT,
+        STYLE,
+        &["--size", "40000"],
+        1,
+        &["the largest of this aspect ratio that fits is", "use a smaller size"],
+    );
+    bad(
+        "huge-one-scale",
+        CONTENT,
+        STYLE,
+        &["--size", "40000", "--scales", "off"],
+        1,
+        &["the largest of this aspect ratio"],
+    );
     assert!(start.elapsed().as_secs() < 30, "took {:?}: the refusal came late", start.elapsed());
 }
 

@@ -57,8 +57,68 @@ pub fn check_output_size(
 ) -> Result<()> {
     check_inputs(content, styles, options)?;
     let (width, height) = options.size.of(content.width() as usize, content.height() as usize);
-    Engine::check_fits(gpu, library, &Tape::build(&options.loss_spec(width, height))?)?;
-    Ok(())
+    check_fits(gpu, library, options, &Tape::build(&options.loss_spec(width, height))?)
+}
+
+/// [`Engine::check_fits`], with the largest size of the same aspect ratio that fits in the
+/// refusal.
+fn check_fits(gpu: &Gpu, library: &KernelLibrary, options: &RenderOptions, tape: &Tape) -> Result<()> {
+    match Engine::check_fits(gpu, library, tape) {
+        Ok(_) => Ok(()),
+        Err(Error::ImageSize { height, width, message }) => {
+            let largest = match largest_fitting_size(gpu, library, options, (width, height)) {
+                Some((w, h)) => format!("the largest of this aspect ratio that fits is {w}x{h}"),
+                None => "no size of this aspect ratio fits".to_string(),
+            };
+            let message = match message.strip_suffix("; use a smaller size") {
+                Some(m) => format!("{m}; {largest}: use a smaller size"),
+                None => format!("{message}; {largest}"),
+            };
+            Err(Error::ImageSize { height, width, message })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The largest size of the aspect ratio of `(width, height)` whose plan, with the layers of
+/// `options`, fits this adapter's limits (found by bisecting the long edge; the tape and plan are
+/// only recorded, nothing is allocated). None if not even the smallest size the layers take fits.
+pub fn largest_fitting_size(
+    gpu: &Gpu,
+    library: &KernelLibrary,
+    options: &RenderOptions,
+    (width, height): (usize, usize),
+) -> Option<(usize, usize)> {
+    let caps = crate::net::plan::Capabilities::of(gpu, library);
+    let at = |edge: usize| Size::LongEdge(edge).of(width, height);
+    let fits = |edge: usize| {
+        let (w, h) = at(edge);
+        Tape::build(&options.loss_spec(w, h))
+            .is_ok_and(|tape| crate::net::plan::Plan::new(&tape, &caps).check_fits().is_ok())
+    };
+    // The smallest long edge whose short side the layers take.
+    let need = options.min_side().ok()?;
+    let mut low = (need * width.max(height)).div_ceil(width.min(height).max(1)).max(need);
+    if !fits(low) {
+        return None;
+    }
+    let mut high = low.max(1) * 2;
+    while fits(high) {
+        low = high;
+        high *= 2;
+        if high > 1 << 20 {
+            return Some(at(low));
+        }
+    }
+    while high - low > 1 {
+        let mid = (low + high) / 2;
+        if fits(mid) {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    Some(at(low))
 }
 
 fn packed(img: &RgbImage) -> Vec<u32> {
@@ -148,7 +208,7 @@ impl<'g> Render<'g> {
         let (width, height) = options.size.of(content.width() as usize, content.height() as usize);
         // Before resizing anything to a size the adapter cannot take (the factors change no shape).
         let tape = Tape::build(&options.loss_spec(width, height))?;
-        Engine::check_fits(gpu, library, &tape)?;
+        check_fits(gpu, library, options, &tape)?;
         let content_img = resize(content, width, height);
         let style_grams = if options.style_layers.is_empty() {
             Vec::new()
