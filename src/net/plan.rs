@@ -273,11 +273,10 @@ impl Plan {
         let mut r = Resources { list: Vec::new(), map_textures: HashMap::new() };
 
         // One buffer per tensor, except that pool outputs only the next conv reads share one, and
-        // so do all masked gradients.
-        let mut tensors = Vec::with_capacity(tape.tensors.len());
-        let mut shared: HashMap<TensorKind, ResourceId> = HashMap::new();
-        let mut floats: Vec<usize> = Vec::new();
-        let mut names: Vec<Vec<&str>> = Vec::new();
+        // so do all masked gradients: (class, floats, names of its tensors) per buffer.
+        let mut groups: Vec<(MemoryClass, usize, Vec<&str>)> = Vec::new();
+        let mut shared: HashMap<TensorKind, usize> = HashMap::new();
+        let mut group_of = Vec::with_capacity(tape.tensors.len());
         for t in &tape.tensors {
             let class = match t.kind {
                 TensorKind::Activation | TensorKind::Gram | TensorKind::Image => MemoryClass::Activations,
@@ -285,30 +284,25 @@ impl Plan {
                 TensorKind::Target => MemoryClass::Targets,
                 TensorKind::Transient | TensorKind::Masked => MemoryClass::Other,
             };
-            let fresh = |r: &mut Resources, floats: &mut Vec<usize>, names: &mut Vec<Vec<&str>>| {
-                floats.push(0);
-                names.push(Vec::new());
-                r.add("", Shape::Buffer(0), class, Fill::Zero)
+            let mut fresh = || {
+                groups.push((class, 0, Vec::new()));
+                groups.len() - 1
             };
-            let id = match t.kind {
-                TensorKind::Transient | TensorKind::Masked => match shared.get(&t.kind) {
-                    Some(&id) => id,
-                    None => {
-                        let id = fresh(&mut r, &mut floats, &mut names);
-                        shared.insert(t.kind, id);
-                        id
-                    }
-                },
-                _ => fresh(&mut r, &mut floats, &mut names),
+            let g = match t.kind {
+                TensorKind::Transient | TensorKind::Masked => *shared.entry(t.kind).or_insert_with(fresh),
+                _ => fresh(),
             };
-            floats[id] = floats[id].max(t.len);
-            names[id].push(&t.name);
-            tensors.push(id);
+            groups[g].1 = groups[g].1.max(t.len);
+            groups[g].2.push(&t.name);
+            group_of.push(g);
         }
-        for (id, resource) in r.list.iter_mut().enumerate() {
-            resource.shape = Shape::Buffer(4 * floats[id].max(1) as u64);
-            resource.label = names[id].iter().take(3).copied().collect::<Vec<_>>().join(", ");
-        }
+        let ids: Vec<ResourceId> = groups
+            .iter()
+            .map(|(class, floats, names)| {
+                r.zeroed(names.iter().take(3).copied().collect::<Vec<_>>().join(", "), *floats, *class)
+            })
+            .collect();
+        let tensors: Vec<ResourceId> = group_of.iter().map(|&g| ids[g]).collect();
         let buf = |t: TensorId| tensors[t];
 
         // Biases (and a zero bias for each gradient conv).
