@@ -1,6 +1,6 @@
 //! The kernels. Each module pairs one file of `shaders/` with its params struct (mirrored field by
-//! field in WGSL), its shape arithmetic, its [`Kernel`](crate::gpu::Kernel) descriptions and its CPU
-//! twin: plain loops over the same params and arguments, generic over [`Real`](crate::Real), the
+//! field in WGSL), its shape arithmetic, its [`Kernel`] descriptions and its CPU
+//! twin: plain loops over the same params and arguments, generic over [`Real`], the
 //! oracle of the tests. Forward and backward live side by side.
 
 pub mod adam;
