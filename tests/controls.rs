@@ -141,3 +141,52 @@ fn color_match_gives_the_style_the_contents_channel_means_and_covariance() {
     // It really moved: the painting's blue mean was far from the photo's.
     assert!((before.mean[2] - want.mean[2]).abs() > 10.0 || (before.mean[0] - want.mean[0]).abs() > 10.0);
 }
+
+/// `mean(t²)` in f64.
+fn energy(t: &[f32]) -> f64 {
+    t.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / t.len() as f64
+}
+
+#[test]
+fn relative_terms_are_the_raw_terms_divided_by_their_targets_energies() {
+    let Some((gpu, lib)) = common::gpu() else {
+        return;
+    };
+    let (content, style) = (example("tubingen.jpg", 64), example("starry_night.jpg", 64));
+    let base = RenderOptions {
+        content_layers: vec!["relu3_2".into(), "relu4_2".into()],
+        init: nst::render::Init::Noise,
+        seed: 11,
+        style_weight: 3.0,
+        content_weight: 2.0,
+        ..options(48)
+    };
+    let relative = RenderOptions { loss_scale: nst::render::LossScale::Relative, ..base.clone() };
+    let mut rel = Render::new(gpu, lib, weights(), &content, &[style.clone()], &relative.check(1).unwrap()).unwrap();
+    // The same loss written out in raw terms: style layer factors 1 / mean(A_l²) (the balanced
+    // factors over their mean energy M), and each content term over its target's energy.
+    let raw = Render::new(gpu, lib, weights(), &content, &[style.clone()], &base.clone().check(1).unwrap()).unwrap();
+    let grams = raw.targets(LossKind::Style).unwrap();
+    let features = raw.targets(LossKind::Content).unwrap();
+    let e: Vec<f64> = grams.iter().map(|g| energy(g)).collect();
+    let style_layers = nst::render::StyleLayerWeights::Explicit(e.iter().map(|e| 1.0 / e).collect());
+    let written_out = RenderOptions { style_layer_weights: style_layers, ..base.clone() };
+    let mut out = Render::new(gpu, lib, weights(), &content, &[style], &written_out.check(1).unwrap()).unwrap();
+    let (a, b) = (rel.step().unwrap().unwrap(), out.step().unwrap().unwrap());
+    for (ta, tb) in a.terms.iter().zip(&b.terms) {
+        let want = match ta.kind {
+            LossKind::Content => {
+                let k = a.terms.iter().filter(|t| t.kind == LossKind::Content).position(|t| t.layer == ta.layer);
+                tb.value / energy(&features[k.unwrap()])
+            }
+            _ => tb.value,
+        };
+        assert!(
+            (ta.value - want).abs() <= 1e-5 * want.abs(),
+            "{} {}: {} vs {want}",
+            ta.kind.name(),
+            ta.layer,
+            ta.value
+        );
+    }
+}

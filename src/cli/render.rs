@@ -88,6 +88,12 @@ pub struct RenderArgs {
     /// uniform, or one factor per style layer (W1,W2,...).
     #[arg(long, default_value_t = d().style_layer_weights.to_string(), value_name = "balanced|uniform|W1,W2,...", help_heading = "Loss")]
     pub style_layer_weights: String,
+    /// How the content and style terms are scaled: raw (Gatys et al.'s mean squared differences,
+    /// whose size depends on the painting), or relative (each content layer's term divided by the
+    /// mean square of its target, the style term by the mean over style layers of the mean square
+    /// of their target Gram matrices), where the weights mean the same strength for every painting.
+    #[arg(long, default_value_t = d().loss_scale.to_string(), value_parser = ["raw", "relative"], help_heading = "Loss")]
+    pub loss_scale: String,
     /// Pooling between VGG19's blocks: max, or avg (each average pool's output rescaled so that
     /// its mean matches max pooling's, so the same loss weights fit).
     #[arg(long, default_value_t = d().pooling.to_string(), value_parser = ["max", "avg"], help_heading = "Loss")]
@@ -195,6 +201,7 @@ impl RenderArgs {
             },
             average: self.average,
             style_layer_weights: self.style_layer_weights.parse().map_err(nst::Error::Options)?,
+            loss_scale: self.loss_scale.parse().map_err(nst::Error::Options)?,
             scales: self.scales.parse().map_err(nst::Error::Options)?,
             scale_iterations: self.scale_iterations.clone(),
         };

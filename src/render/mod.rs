@@ -10,8 +10,8 @@ pub mod options;
 
 pub use crate::resample::resize;
 pub use options::{
-    balanced_factors, defaults, CheckedOptions, Init, Optimizer, RenderOptions, Scales, Size, StyleLayerWeights,
-    AUTO_SCALES_ABOVE, DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS,
+    balanced_factors, defaults, CheckedOptions, Init, LossScale, Optimizer, RenderOptions, Scales, Size,
+    StyleLayerWeights, AUTO_SCALES_ABOVE, DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS,
 };
 
 use crate::color::color_match;
@@ -228,7 +228,15 @@ impl<'g> Render<'g> {
             blended.into_iter().map(|g| g.into_iter().map(|v| v as f32).collect()).collect()
         };
         let style_factors = options.style_layer_factors(&style_grams);
-        let tape = tape.with_loss_weights(&options.loss_spec_with(width, height, &style_factors))?;
+        let content_factors = match options.loss_scale {
+            LossScale::Raw => vec![1.0; options.content_layers.len()],
+            // The content features' magnitudes, from an engine of their own before the render's.
+            LossScale::Relative => {
+                options.content_layer_factors(&content_features(gpu, library, weights, &content_img, options)?)
+            }
+        };
+        let spec = options.loss_spec_with(width, height, &style_factors, &content_factors);
+        let tape = tape.with_loss_weights(&spec)?;
 
         let engine = Engine::new(gpu, library, weights, tape)?;
         engine.set_image_rgba(&packed(&content_img))?;
@@ -392,6 +400,26 @@ impl<'g> Render<'g> {
     pub fn poison_image(&self) {
         self.engine.poison_image();
     }
+}
+
+/// The features of `content`'s content layers (at its size), from an engine without gradients,
+/// dropped afterwards.
+fn content_features(
+    gpu: &Gpu,
+    library: &KernelLibrary,
+    weights: &Vgg19Weights,
+    content: &RgbImage,
+    options: &RenderOptions,
+) -> Result<Vec<Vec<f32>>> {
+    if options.content_layers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (w, h) = (content.width() as usize, content.height() as usize);
+    let spec = LossSpec { style: Vec::new(), tv: 0.0, ..options.loss_spec(w, h) };
+    let engine = Engine::new(gpu, library, weights, Tape::build(&spec)?.without_backward())?;
+    engine.set_image_rgba(&packed(content))?;
+    engine.forward()?;
+    engine.loss_sources(LossKind::Content)
 }
 
 /// The Gram matrices of `style`'s style layers, from an engine of the style image's own size

@@ -101,6 +101,9 @@ pub struct RenderOptions {
     /// Keep the exponential moving average of the iterates with this decay and output it.
     pub average: Option<f64>,
     pub style_layer_weights: StyleLayerWeights,
+    /// Whether the content and style terms are Gatys et al.'s raw ones or relative to their
+    /// targets' magnitudes (see [`LossScale`]).
+    pub loss_scale: LossScale,
     pub scales: Scales,
     /// Iterations of each scale (one per scale); empty: the rule of [`RenderOptions::schedule`].
     pub scale_iterations: Vec<u32>,
@@ -201,6 +204,33 @@ impl std::fmt::Display for StyleLayerWeights {
     }
 }
 
+/// How the content and style terms are scaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LossScale {
+    /// Gatys et al.'s terms as they are: mean squared differences of features and of Gram
+    /// matrices. Their size depends on the painting and the photo: a painting of strong contrasts
+    /// has Gram matrices orders of magnitude larger than a soft one, so one `--style-weight` is a
+    /// different strength for each painting.
+    #[default]
+    Raw,
+    /// Each term relative to its target's magnitude: a content layer's mean squared difference
+    /// divided by `mean(P_l²)` of its target, and the whole style term divided by `M`, the mean
+    /// over the style layers of `mean(A_l²)` of their targets (with balanced layer weights each
+    /// style layer's term is then its relative error `mean((G - A)²) / mean(A²)`). The weights
+    /// then mean the same strength for every photo, painting and size.
+    Relative,
+}
+
+impl std::fmt::Display for LossScale {
+    /// `raw` or `relative`, as `--loss-scale` takes them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LossScale::Raw => "raw",
+            LossScale::Relative => "relative",
+        })
+    }
+}
+
 /// The sizes a render runs at, smallest first; the last is always the output size.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub enum Scales {
@@ -220,6 +250,17 @@ pub enum Scales {
 /// (pixels / 512²) times an iteration at 512, and the large forms of a painting's style are the
 /// ones the network sees at 512 px.
 pub const AUTO_SCALES_ABOVE: usize = 512;
+
+impl std::str::FromStr for LossScale {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "raw" => Ok(LossScale::Raw),
+            "relative" => Ok(LossScale::Relative),
+            _ => Err(format!("invalid loss scale {s:?}: write raw or relative")),
+        }
+    }
+}
 
 impl std::str::FromStr for Scales {
     type Err = String;
@@ -290,6 +331,7 @@ impl Default for RenderOptions {
             lbfgs: LbfgsConfig::default(),
             average: None,
             style_layer_weights: StyleLayerWeights::Balanced,
+            loss_scale: LossScale::Raw,
             scales: Scales::Auto,
             scale_iterations: Vec::new(),
         }
@@ -297,38 +339,63 @@ impl Default for RenderOptions {
 }
 
 impl RenderOptions {
-    /// The loss of a render of `width x height` with every style layer's factor 1: each content
-    /// layer weighted `content_weight / layers`, each style layer `style_weight / layers` (the
-    /// means over layers).
+    /// The loss of a render of `width x height` with every layer's factor 1: each content layer
+    /// weighted `content_weight / layers`, each style layer `style_weight / layers` (the means
+    /// over layers).
     pub fn loss_spec(&self, width: usize, height: usize) -> LossSpec {
-        self.loss_spec_with(width, height, &vec![1.0; self.style_layers.len()])
+        self.loss_spec_with(width, height, &vec![1.0; self.style_layers.len()], &vec![1.0; self.content_layers.len()])
     }
 
-    /// [`RenderOptions::loss_spec`] with style layer `l` weighted `factors[l] * style_weight / layers`.
-    pub fn loss_spec_with(&self, width: usize, height: usize, factors: &[f64]) -> LossSpec {
-        let per_layer = |layers: &[String], weight: f64| -> Vec<(String, f64)> {
-            layers.iter().map(|l| (l.clone(), weight / layers.len() as f64)).collect()
+    /// [`RenderOptions::loss_spec`] with style layer `l` weighted
+    /// `style_factors[l] * style_weight / layers` and content layer `l`
+    /// `content_factors[l] * content_weight / layers`.
+    pub fn loss_spec_with(
+        &self,
+        width: usize,
+        height: usize,
+        style_factors: &[f64],
+        content_factors: &[f64],
+    ) -> LossSpec {
+        let per_layer = |layers: &[String], weight: f64, factors: &[f64]| -> Vec<(String, f64)> {
+            layers.iter().zip(factors).map(|(l, f)| (l.clone(), weight / layers.len() as f64 * f)).collect()
         };
-        let mut style = per_layer(&self.style_layers, self.style_weight);
-        for ((_, w), f) in style.iter_mut().zip(factors) {
-            *w *= f;
-        }
         LossSpec {
             height,
             width,
             pooling: self.pooling,
-            content: per_layer(&self.content_layers, self.content_weight),
-            style,
+            content: per_layer(&self.content_layers, self.content_weight, content_factors),
+            style: per_layer(&self.style_layers, self.style_weight, style_factors),
             tv: self.tv_weight,
         }
     }
 
-    /// The factor of each style layer, given its target Gram matrices (see [`StyleLayerWeights`]).
+    /// The factor of each style layer, given its target Gram matrices (see [`StyleLayerWeights`]
+    /// and [`LossScale`]).
     pub fn style_layer_factors(&self, targets: &[Vec<f32>]) -> Vec<f64> {
-        match &self.style_layer_weights {
+        let factors = match &self.style_layer_weights {
             StyleLayerWeights::Uniform => vec![1.0; targets.len()],
             StyleLayerWeights::Explicit(w) => w.clone(),
             StyleLayerWeights::Balanced => balanced_factors(targets),
+        };
+        match self.loss_scale {
+            LossScale::Raw => factors,
+            LossScale::Relative => {
+                let m = mean_energy(targets);
+                factors.into_iter().map(|f| f / m).collect()
+            }
+        }
+    }
+
+    /// The factor of each content layer, given its target features: 1 with raw terms, with
+    /// relative ones `1 / mean(P_l²)` (1 for a target that is all zero).
+    pub fn content_layer_factors(&self, targets: &[Vec<f32>]) -> Vec<f64> {
+        match self.loss_scale {
+            LossScale::Raw => vec![1.0; targets.len()],
+            LossScale::Relative => targets
+                .iter()
+                .map(|t| energy(t))
+                .map(|e| if e > 0.0 && e.is_finite() { 1.0 / e } else { 1.0 })
+                .collect(),
         }
     }
 
@@ -520,14 +587,29 @@ fn geometric(start: usize, factor: f64, edge: usize) -> Vec<usize> {
 /// with `M` the mean of the `mean(A_l^2)` over the layers (so the factors times the layers' energies
 /// sum to what uniform weights give). A layer whose target is all zero keeps 1.
 pub fn balanced_factors(targets: &[Vec<f32>]) -> Vec<f64> {
-    let energy: Vec<f64> =
-        targets.iter().map(|t| t.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / t.len().max(1) as f64).collect();
+    let energy: Vec<f64> = targets.iter().map(|t| energy(t)).collect();
     let positive: Vec<f64> = energy.iter().copied().filter(|&e| e > 0.0 && e.is_finite()).collect();
     if positive.is_empty() {
         return vec![1.0; targets.len()];
     }
     let mean = positive.iter().sum::<f64>() / positive.len() as f64;
     energy.iter().map(|&e| if e > 0.0 && e.is_finite() { mean / e } else { 1.0 }).collect()
+}
+
+/// `mean(t²)`, in f64.
+fn energy(t: &[f32]) -> f64 {
+    t.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / t.len().max(1) as f64
+}
+
+/// `M`: the mean of the targets' energies over the layers whose energy is positive and finite (1
+/// if none is).
+fn mean_energy(targets: &[Vec<f32>]) -> f64 {
+    let positive: Vec<f64> = targets.iter().map(|t| energy(t)).filter(|&e| e > 0.0 && e.is_finite()).collect();
+    if positive.is_empty() {
+        1.0
+    } else {
+        positive.iter().sum::<f64>() / positive.len() as f64
+    }
 }
 
 #[cfg(test)]
@@ -625,6 +707,27 @@ mod schedule_tests {
         assert_eq!("uniform".parse::<StyleLayerWeights>().unwrap(), StyleLayerWeights::Uniform);
         assert_eq!("1,0.5".parse::<StyleLayerWeights>().unwrap(), StyleLayerWeights::Explicit(vec![1.0, 0.5]));
         assert!("1,-2".parse::<StyleLayerWeights>().is_err());
+    }
+
+    #[test]
+    fn relative_factors_are_the_raw_ones_over_the_mean_energy_so_scaling_a_painting_changes_nothing() {
+        let targets = vec![vec![1.0f32, -3.0, 2.0], vec![40.0, 0.5], vec![0.0, 0.0]];
+        let raw = RenderOptions::default().style_layer_factors(&targets);
+        let relative = RenderOptions { loss_scale: LossScale::Relative, ..RenderOptions::default() };
+        let m = (14.0 / 3.0 + 1600.25 / 2.0) / 2.0;
+        for (r, f) in relative.style_layer_factors(&targets).iter().zip(&raw) {
+            assert!((r - f / m).abs() <= 1e-12 * (f / m), "{r} vs {}", f / m);
+        }
+        // Targets k times larger have k² times the energy; the relative loss of k times larger
+        // Gram matrices is the same.
+        let k = 7.0f32;
+        let scaled: Vec<Vec<f32>> = targets.iter().map(|t| t.iter().map(|v| v * k).collect()).collect();
+        for (a, b) in relative.style_layer_factors(&targets).iter().zip(relative.style_layer_factors(&scaled)) {
+            assert!((a / b - (k * k) as f64).abs() < 1e-9, "{a} / {b}");
+        }
+        let content = relative.content_layer_factors(&[vec![2.0, 2.0], vec![0.0]]);
+        assert_eq!(content, vec![0.25, 1.0]);
+        assert_eq!(RenderOptions::default().content_layer_factors(&[vec![2.0, 2.0]]), vec![1.0]);
     }
 
     #[test]
