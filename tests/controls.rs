@@ -162,10 +162,12 @@ fn relative_terms_are_the_raw_terms_divided_by_their_targets_energies() {
         ..options(48)
     };
     let relative = RenderOptions { loss_scale: nst::render::LossScale::Relative, ..base.clone() };
-    let mut rel = Render::new(gpu, lib, weights(), &content, &[style.clone()], &relative.check(1).unwrap()).unwrap();
+    let mut rel =
+        Render::new(gpu, lib, weights(), &content, std::slice::from_ref(&style), &relative.check(1).unwrap()).unwrap();
     // The same loss written out in raw terms: style layer factors 1 / mean(A_l²) (the balanced
     // factors over their mean energy M), and each content term over its target's energy.
-    let raw = Render::new(gpu, lib, weights(), &content, &[style.clone()], &base.clone().check(1).unwrap()).unwrap();
+    let raw = Render::new(gpu, lib, weights(), &content, std::slice::from_ref(&style), &base.clone().check(1).unwrap())
+        .unwrap();
     let grams = raw.targets(LossKind::Style).unwrap();
     let features = raw.targets(LossKind::Content).unwrap();
     let e: Vec<f64> = grams.iter().map(|g| energy(g)).collect();
