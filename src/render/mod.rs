@@ -416,10 +416,23 @@ fn content_features(
     }
     let (w, h) = (content.width() as usize, content.height() as usize);
     let spec = LossSpec { style: Vec::new(), tv: 0.0, ..options.loss_spec(w, h) };
-    let engine = Engine::new(gpu, library, weights, Tape::build(&spec)?.without_backward())?;
-    engine.set_image_rgba(&packed(content))?;
+    loss_sources(gpu, library, weights, Tape::build(&spec)?, content, LossKind::Content)
+}
+
+/// What the `kind` losses of `tape` compare with their targets, for `image` (of the tape's size),
+/// from an engine of that tape without gradients, dropped afterwards.
+fn loss_sources(
+    gpu: &Gpu,
+    library: &KernelLibrary,
+    weights: &Vgg19Weights,
+    tape: Tape,
+    image: &RgbImage,
+    kind: LossKind,
+) -> Result<Vec<Vec<f32>>> {
+    let engine = Engine::new(gpu, library, weights, tape.without_backward())?;
+    engine.set_image_rgba(&packed(image))?;
     engine.forward()?;
-    engine.loss_sources(LossKind::Content)
+    engine.loss_sources(kind)
 }
 
 /// The Gram matrices of `style`'s style layers, from an engine of the style image's own size
@@ -442,9 +455,6 @@ fn style_grams(
         e => e,
     };
     let spec = LossSpec { content: Vec::new(), tv: 0.0, ..options.loss_spec(sw, sh) };
-    let engine =
-        Engine::new(gpu, library, weights, Tape::build(&spec).map_err(scaled)?.without_backward()).map_err(scaled)?;
-    engine.set_image_rgba(&packed(&resize(style, sw, sh)))?;
-    engine.forward()?;
-    engine.loss_sources(LossKind::Style)
+    let tape = Tape::build(&spec).map_err(scaled)?;
+    loss_sources(gpu, library, weights, tape, &resize(style, sw, sh), LossKind::Style).map_err(scaled)
 }
