@@ -148,7 +148,7 @@ fn energy(t: &[f32]) -> f64 {
 }
 
 #[test]
-fn relative_terms_are_the_raw_terms_divided_by_their_targets_energies() {
+fn relative_terms_are_the_raw_terms_divided_by_their_targets_energies_and_the_photos_variation() {
     let Some((gpu, lib)) = common::gpu() else {
         return;
     };
@@ -181,7 +181,8 @@ fn relative_terms_are_the_raw_terms_divided_by_their_targets_energies() {
                 let k = a.terms.iter().filter(|t| t.kind == LossKind::Content).position(|t| t.layer == ta.layer);
                 tb.value / energy(&features[k.unwrap()])
             }
-            _ => tb.value,
+            LossKind::Style => tb.value,
+            LossKind::Tv => tb.value / nst::render::total_variation(rel.content()),
         };
         assert!(
             (ta.value - want).abs() <= 1e-5 * want.abs(),

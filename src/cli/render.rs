@@ -110,6 +110,11 @@ pub struct RenderArgs {
     /// Adam's learning rate, in pixel values (0..255).
     #[arg(long, default_value_t = d().adam.lr, allow_hyphen_values = true, help_heading = "Optimisation")]
     pub lr: f64,
+    /// Adam's learning rate falls along a half cosine to this fraction of --lr at the last
+    /// iteration of each scale (1: constant).
+    #[arg(long, default_value_t = d().lr_decay, value_name = "F", allow_hyphen_values = true,
+          help_heading = "Optimisation")]
+    pub lr_decay: f64,
     /// L-BFGS: correction pairs kept.
     #[arg(long, default_value_t = d().lbfgs.history, value_name = "M", help_heading = "Optimisation")]
     pub lbfgs_history: usize,
@@ -182,6 +187,7 @@ impl RenderArgs {
             size,
             iterations: self.iterations,
             adam: nst::ops::adam::AdamConfig { lr: self.lr, ..Default::default() },
+            lr_decay: self.lr_decay,
             content_weight: self.content_weight,
             style_weight: self.style_weight,
             tv_weight: self.tv_weight,
@@ -328,9 +334,9 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
         render::check_output_size(&gpu, &library, &options, &content, &styles)?;
     }
     let total: u32 = schedule.iter().map(|&(_, n)| n).sum();
-    let at_scale = |size: Size| options.at(size);
+    let at_scale = |size: Size, iterations: u32| options.at(size, iterations);
     let setup = std::time::Instant::now();
-    let mut render = Render::new(&gpu, &library, &weights, &content, &styles, &at_scale(schedule[0].0))?;
+    let mut render = Render::new(&gpu, &library, &weights, &content, &styles, &at_scale(schedule[0].0, schedule[0].1))?;
     let cost: Vec<f64> = schedule
         .iter()
         .flat_map(|&(size, n)| {
@@ -380,7 +386,7 @@ pub fn run(args: &RenderArgs, gpu_options: &GpuOptions, weights_path: Option<&Pa
     let mut t = 0;
     for (scale, &(size, iterations)) in schedule.iter().enumerate() {
         if scale > 0 {
-            render = render.next_scale(&library, &weights, &content, &styles, &at_scale(size))?;
+            render = render.next_scale(&library, &weights, &content, &styles, &at_scale(size, iterations))?;
         }
         for _ in 0..iterations {
             t += 1;

@@ -11,6 +11,10 @@ use crate::ops::image::NETWORK_CHANNELS;
 
 pub struct Adam {
     config: AdamConfig,
+    /// The learning rate at the last step at this size, as a fraction of `config.lr`, and the
+    /// steps at this size it falls over (see [`learning_rate`]).
+    decay: f64,
+    horizon: u32,
     bounds: ([f32; 4], [f32; 4]),
     len: usize,
     size: (usize, usize),
@@ -49,7 +53,28 @@ impl Adam {
         let buffers = [engine.grad_buffer(), image, &moments[0], &moments[1]];
         let step = Command::Dispatch(Step::new::<adam::Step>(gpu, library, &params, &buffers)?);
         let size = engine.size();
-        Ok(Adam { config, bounds, len, size, moments, backup, restore, step, steps: 0, here: 0 })
+        Ok(Adam {
+            config,
+            decay: 1.0,
+            horizon: 1,
+            bounds,
+            len,
+            size,
+            moments,
+            backup,
+            restore,
+            step,
+            steps: 0,
+            here: 0,
+        })
+    }
+
+    /// The learning rate falls from `config.lr` at the first step at this size to `decay` times
+    /// it at step `horizon` (see [`learning_rate`]); without this it is constant.
+    pub fn with_decay(mut self, decay: f64, horizon: u32) -> Adam {
+        self.decay = decay;
+        self.horizon = horizon.max(1);
+        self
     }
 
     /// Adam's first and second moments.
@@ -69,11 +94,24 @@ impl Adam {
     }
 }
 
+/// The learning rate of step `k` (0-based) of `horizon` steps at one size: a half cosine from `lr`
+/// at the first to `decay * lr` at the last, `decay * lr` after it. Constant for `decay = 1` or
+/// a single step.
+pub fn learning_rate(lr: f64, decay: f64, k: u32, horizon: u32) -> f64 {
+    if horizon <= 1 || decay == 1.0 {
+        return lr;
+    }
+    let progress = (k as f64 / (horizon - 1) as f64).min(1.0);
+    lr * (decay + (1.0 - decay) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+}
+
 impl Optimiser for Adam {
     /// Copies the image (the one whose losses it returns) into backup `t % 2` before step `t`.
     fn iterate(&mut self, gpu: &Gpu, engine: &Engine, after_step: &[&Command]) -> Result<Vec<f32>> {
         let t = self.steps + 1;
-        let params = AdamParams::at_step(self.len, &self.config, t).with_bounds(self.bounds.0, self.bounds.1);
+        let lr = learning_rate(self.config.lr, self.decay, self.here, self.horizon);
+        let config = AdamConfig { lr, ..self.config };
+        let params = AdamParams::at_step(self.len, &config, t).with_bounds(self.bounds.0, self.bounds.1);
         if let Command::Dispatch(step) = &self.step {
             step.write_params(gpu, &params);
         }
@@ -127,5 +165,22 @@ impl Optimiser for Adam {
         gpu.queue.write_buffer(&self.moments[1], 0, bytemuck::cast_slice(&v));
         self.steps = steps;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::learning_rate;
+
+    #[test]
+    fn the_learning_rate_falls_along_a_half_cosine_from_lr_to_its_decayed_value() {
+        let rate: Vec<f64> = (0..12).map(|k| learning_rate(8.0, 0.1, k, 11)).collect();
+        assert_eq!(rate[0], 8.0);
+        assert!((rate[10] - 0.8).abs() < 1e-12, "{}", rate[10]);
+        assert!((rate[5] - 4.4).abs() < 1e-12, "half way is the mean of the ends: {}", rate[5]);
+        assert!(rate.windows(2).take(10).all(|w| w[1] < w[0]), "{rate:?}");
+        assert_eq!(rate[11], rate[10], "past the horizon it stays at the end");
+        assert!((0..5).all(|k| learning_rate(8.0, 1.0, k, 5) == 8.0), "decay 1 is constant");
+        assert_eq!(learning_rate(8.0, 0.1, 0, 1), 8.0, "one step keeps the rate");
     }
 }

@@ -10,8 +10,8 @@ pub mod options;
 
 pub use crate::resample::resize;
 pub use options::{
-    balanced_factors, defaults, CheckedOptions, Init, LossScale, Optimizer, RenderOptions, Scales, Size,
-    StyleLayerWeights, AUTO_SCALES_ABOVE, DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS,
+    balanced_factors, defaults, total_variation, CheckedOptions, Init, LossScale, Optimizer, RenderOptions, Scales,
+    Size, StyleLayerWeights, AUTO_SCALES_ABOVE, DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS,
 };
 
 use crate::color::color_match;
@@ -235,7 +235,8 @@ impl<'g> Render<'g> {
                 options.content_layer_factors(&content_features(gpu, library, weights, &content_img, options)?)
             }
         };
-        let spec = options.loss_spec_with(width, height, &style_factors, &content_factors);
+        let tv_factor = options.tv_factor(&content_img);
+        let spec = options.loss_spec_with(width, height, &style_factors, &content_factors, tv_factor);
         let tape = tape.with_loss_weights(&spec)?;
 
         let engine = Engine::new(gpu, library, weights, tape)?;
@@ -256,7 +257,10 @@ impl<'g> Render<'g> {
         }
         let bounds = network_bounds();
         let mut optimiser: Box<dyn Optimiser> = match options.optimizer {
-            Optimizer::Adam => Box::new(Adam::new(gpu, library, &engine, options.adam, bounds)?),
+            Optimizer::Adam => {
+                let adam = Adam::new(gpu, library, &engine, options.adam, bounds)?;
+                Box::new(adam.with_decay(options.lr_decay, options.iterations))
+            }
             Optimizer::Lbfgs => Box::new(Lbfgs::new(gpu, library, &engine, options.lbfgs, bounds)?),
         };
         if let Some(decay) = options.average {

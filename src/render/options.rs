@@ -77,6 +77,9 @@ pub struct RenderOptions {
     pub size: Size,
     pub iterations: u32,
     pub adam: AdamConfig,
+    /// Adam's learning rate falls along a half cosine from `adam.lr` at the first iteration of
+    /// each scale to `lr_decay * adam.lr` at its last (1: constant).
+    pub lr_decay: f64,
     /// Weight of the content term: the mean over content layers of mean((F - P)^2).
     pub content_weight: f64,
     /// Weight of the style term: the mean over style layers of mean((G - A)^2).
@@ -132,8 +135,11 @@ impl CheckedOptions {
 
     /// The same options at another size (a scale of a coarse-to-fine render; the size takes part
     /// in no check).
-    pub fn at(&self, size: Size) -> CheckedOptions {
-        CheckedOptions { options: RenderOptions { size, ..self.options.clone() }, blend: self.blend.clone() }
+    /// The options of one scale of a render: its size and its iterations (the horizon of the
+    /// learning rate's decay).
+    pub fn at(&self, size: Size, iterations: u32) -> CheckedOptions {
+        let options = RenderOptions { size, iterations: iterations.max(1), ..self.options.clone() };
+        CheckedOptions { options, blend: self.blend.clone() }
     }
 }
 
@@ -305,6 +311,7 @@ pub mod defaults {
     pub const SIZE: usize = 512;
     pub const ITERATIONS: u32 = 100;
     pub const LR: f64 = 8.0;
+    pub const LR_DECAY: f64 = 1.0;
     pub const CONTENT_WEIGHT: f64 = 1.0;
     pub const STYLE_WEIGHT: f64 = 1e-5;
     pub const TV_WEIGHT: f64 = 1e-5;
@@ -316,6 +323,7 @@ impl Default for RenderOptions {
             size: Size::LongEdge(defaults::SIZE),
             iterations: defaults::ITERATIONS,
             adam: AdamConfig { lr: defaults::LR, ..AdamConfig::default() },
+            lr_decay: defaults::LR_DECAY,
             content_weight: defaults::CONTENT_WEIGHT,
             style_weight: defaults::STYLE_WEIGHT,
             tv_weight: defaults::TV_WEIGHT,
@@ -343,7 +351,13 @@ impl RenderOptions {
     /// weighted `content_weight / layers`, each style layer `style_weight / layers` (the means
     /// over layers).
     pub fn loss_spec(&self, width: usize, height: usize) -> LossSpec {
-        self.loss_spec_with(width, height, &vec![1.0; self.style_layers.len()], &vec![1.0; self.content_layers.len()])
+        self.loss_spec_with(
+            width,
+            height,
+            &vec![1.0; self.style_layers.len()],
+            &vec![1.0; self.content_layers.len()],
+            1.0,
+        )
     }
 
     /// [`RenderOptions::loss_spec`] with style layer `l` weighted
@@ -355,6 +369,7 @@ impl RenderOptions {
         height: usize,
         style_factors: &[f64],
         content_factors: &[f64],
+        tv_factor: f64,
     ) -> LossSpec {
         let per_layer = |layers: &[String], weight: f64, factors: &[f64]| -> Vec<(String, f64)> {
             layers.iter().zip(factors).map(|(l, f)| (l.clone(), weight / layers.len() as f64 * f)).collect()
@@ -365,7 +380,7 @@ impl RenderOptions {
             pooling: self.pooling,
             content: per_layer(&self.content_layers, self.content_weight, content_factors),
             style: per_layer(&self.style_layers, self.style_weight, style_factors),
-            tv: self.tv_weight,
+            tv: self.tv_weight * tv_factor,
         }
     }
 
@@ -396,6 +411,19 @@ impl RenderOptions {
                 .map(|t| energy(t))
                 .map(|e| if e > 0.0 && e.is_finite() { 1.0 / e } else { 1.0 })
                 .collect(),
+        }
+    }
+
+    /// The factor of the total-variation term, given the content image at the render size: 1 with
+    /// raw terms, with relative ones `1 / TV(p)`, the photo's own total variation (so the term is
+    /// the image's variation as a fraction of the photo's, whatever the size; 1 for a flat photo).
+    pub fn tv_factor(&self, content: &image::RgbImage) -> f64 {
+        match self.loss_scale {
+            LossScale::Raw => 1.0,
+            LossScale::Relative => match total_variation(content) {
+                tv if tv > 0.0 => 1.0 / tv,
+                _ => 1.0,
+            },
         }
     }
 
@@ -505,6 +533,9 @@ impl RenderOptions {
         if self.adam.lr == 0.0 {
             return bad("adam.lr", "must be greater than 0".into());
         }
+        if !(0.0..=1.0).contains(&self.lr_decay) {
+            return bad("lr_decay", format!("{} is not a fraction in 0..=1 (1: a constant rate)", self.lr_decay));
+        }
         if self.content_layers.is_empty() && self.style_layers.is_empty() {
             return bad("content_layers/style_layers", "at least one layer is needed".into());
         }
@@ -612,6 +643,24 @@ fn mean_energy(targets: &[Vec<f32>]) -> f64 {
     }
 }
 
+/// `Σ |p[y, x+1, c] - p[y, x, c]| + |p[y+1, x, c] - p[y, x, c]|` over the image's RGB values
+/// (0..255): the total variation the render's TV term takes of the network image, whose channels
+/// differ from these only by a constant.
+pub fn total_variation(image: &image::RgbImage) -> f64 {
+    let (w, h) = (image.width(), image.height());
+    let at = |x: u32, y: u32| image.get_pixel(x, y).0.map(f64::from);
+    let mut sum = 0.0;
+    for y in 0..h {
+        for x in 0..w {
+            let p = at(x, y);
+            for q in [(x + 1 < w).then(|| at(x + 1, y)), (y + 1 < h).then(|| at(x, y + 1))].into_iter().flatten() {
+                sum += (0..3).map(|c| (q[c] - p[c]).abs()).sum::<f64>();
+            }
+        }
+    }
+    sum
+}
+
 #[cfg(test)]
 mod schedule_tests {
     use super::*;
@@ -629,6 +678,18 @@ mod schedule_tests {
                 n as f64 * (w * h) as f64 / (512.0 * 512.0)
             })
             .sum()
+    }
+
+    #[test]
+    fn total_variation_sums_the_differences_to_the_right_and_lower_neighbours_and_relative_terms_divide_by_it() {
+        let img = image::RgbImage::from_fn(3, 2, |x, y| image::Rgb([(10 * x + 100 * y) as u8, 0, (5 * x) as u8]));
+        // Right neighbours: 10 + 5 for each of 2 pairs in 2 rows; lower ones: 100 for each of 3 columns.
+        assert_eq!(total_variation(&img), 360.0);
+        let relative = RenderOptions { loss_scale: LossScale::Relative, ..RenderOptions::default() };
+        assert_eq!(relative.tv_factor(&img), 1.0 / 360.0);
+        assert_eq!(RenderOptions::default().tv_factor(&img), 1.0);
+        let flat = image::RgbImage::from_pixel(4, 4, image::Rgb([7, 7, 7]));
+        assert_eq!(relative.tv_factor(&flat), 1.0, "a flat photo keeps the weight as it is");
     }
 
     #[test]
