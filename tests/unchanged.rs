@@ -15,6 +15,12 @@ const CONTENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tubingen.jp
 const STYLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/starry_night.jpg");
 const STYLE2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/shipwreck.jpg");
 
+/// The loss and optimiser options these renders were recorded with, given to every case, so that a
+/// change of `nst render`'s defaults does not change them: the raw Gatys terms with the weights of
+/// that time, and a constant learning rate.
+const RECORDED_WITH: &[&str] =
+    &["--loss-scale", "raw", "--style-weight", "1e-5", "--tv-weight", "1e-5", "--lr-decay", "1"];
+
 /// One seeded render: a name and the options after the inputs and `-o`.
 struct Case {
     name: &'static str,
@@ -187,6 +193,7 @@ fn render(dir: &Path, case: &Case, tag: &str) -> Run {
     let mut args: Vec<&str> = vec!["render", CONTENT];
     args.extend(case.styles);
     args.extend(["-o", out.to_str().unwrap(), "--log", log.to_str().unwrap()]);
+    args.extend(RECORDED_WITH);
     args.extend(case.options);
     let run = Command::new(env!("CARGO_BIN_EXE_nst"))
         .args(&args)
