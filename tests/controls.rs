@@ -159,6 +159,7 @@ fn relative_terms_are_the_raw_terms_divided_by_their_targets_energies_and_the_ph
         seed: 11,
         style_weight: 3.0,
         content_weight: 2.0,
+        loss_scale: nst::render::LossScale::Raw,
         ..options(48)
     };
     let relative = RenderOptions { loss_scale: nst::render::LossScale::Relative, ..base.clone() };

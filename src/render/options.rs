@@ -217,13 +217,13 @@ pub enum LossScale {
     /// matrices. Their size depends on the painting and the photo: a painting of strong contrasts
     /// has Gram matrices orders of magnitude larger than a soft one, so one `--style-weight` is a
     /// different strength for each painting.
-    #[default]
     Raw,
     /// Each term relative to its target's magnitude: a content layer's mean squared difference
     /// divided by `mean(P_l²)` of its target, and the whole style term divided by `M`, the mean
     /// over the style layers of `mean(A_l²)` of their targets (with balanced layer weights each
     /// style layer's term is then its relative error `mean((G - A)²) / mean(A²)`). The weights
-    /// then mean the same strength for every photo, painting and size.
+    /// then mean the same strength for every photo, painting and size. The default.
+    #[default]
     Relative,
 }
 
@@ -313,8 +313,8 @@ pub mod defaults {
     pub const LR: f64 = 8.0;
     pub const LR_DECAY: f64 = 1.0;
     pub const CONTENT_WEIGHT: f64 = 1.0;
-    pub const STYLE_WEIGHT: f64 = 1e-5;
-    pub const TV_WEIGHT: f64 = 1e-5;
+    pub const STYLE_WEIGHT: f64 = 13.0;
+    pub const TV_WEIGHT: f64 = 0.3;
 }
 
 impl Default for RenderOptions {
@@ -339,7 +339,7 @@ impl Default for RenderOptions {
             lbfgs: LbfgsConfig::default(),
             average: None,
             style_layer_weights: StyleLayerWeights::Balanced,
-            loss_scale: LossScale::Raw,
+            loss_scale: LossScale::Relative,
             scales: Scales::Auto,
             scale_iterations: Vec::new(),
         }
@@ -687,7 +687,8 @@ mod schedule_tests {
         assert_eq!(total_variation(&img), 360.0);
         let relative = RenderOptions { loss_scale: LossScale::Relative, ..RenderOptions::default() };
         assert_eq!(relative.tv_factor(&img), 1.0 / 360.0);
-        assert_eq!(RenderOptions::default().tv_factor(&img), 1.0);
+        let raw = RenderOptions { loss_scale: LossScale::Raw, ..RenderOptions::default() };
+        assert_eq!(raw.tv_factor(&img), 1.0);
         let flat = image::RgbImage::from_pixel(4, 4, image::Rgb([7, 7, 7]));
         assert_eq!(relative.tv_factor(&flat), 1.0, "a flat photo keeps the weight as it is");
     }
@@ -773,7 +774,8 @@ mod schedule_tests {
     #[test]
     fn relative_factors_are_the_raw_ones_over_the_mean_energy_so_scaling_a_painting_changes_nothing() {
         let targets = vec![vec![1.0f32, -3.0, 2.0], vec![40.0, 0.5], vec![0.0, 0.0]];
-        let raw = RenderOptions::default().style_layer_factors(&targets);
+        let raw =
+            RenderOptions { loss_scale: LossScale::Raw, ..RenderOptions::default() }.style_layer_factors(&targets);
         let relative = RenderOptions { loss_scale: LossScale::Relative, ..RenderOptions::default() };
         let m = (14.0 / 3.0 + 1600.25 / 2.0) / 2.0;
         for (r, f) in relative.style_layer_factors(&targets).iter().zip(&raw) {
@@ -788,7 +790,8 @@ mod schedule_tests {
         }
         let content = relative.content_layer_factors(&[vec![2.0, 2.0], vec![0.0]]);
         assert_eq!(content, vec![0.25, 1.0]);
-        assert_eq!(RenderOptions::default().content_layer_factors(&[vec![2.0, 2.0]]), vec![1.0]);
+        let raw = RenderOptions { loss_scale: LossScale::Raw, ..RenderOptions::default() };
+        assert_eq!(raw.content_layer_factors(&[vec![2.0, 2.0]]), vec![1.0]);
     }
 
     #[test]
