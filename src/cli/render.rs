@@ -133,7 +133,8 @@ pub struct RenderArgs {
     /// (such as 0.95) instead of the last iterate; each scale starts from its predecessor's average.
     #[arg(long, value_name = "DECAY", help_heading = "Optimisation")]
     pub average: Option<f64>,
-    /// Coarse-to-fine: auto (on above 512 px: 512, then times √2 up to --size), off, long edges
+    /// Coarse-to-fine: auto (one scale up to 256 px; up to 512 px half the size first; above,
+    /// 512, then times √2 up to --size), off, long edges
     /// (128,256,512), or START*FACTOR (256*1.414). Each scale starts from the previous result
     /// upsampled, with its own style targets.
     #[arg(long, default_value_t = d().scales.to_string(), value_name = "auto|off|E1,E2,...|START*FACTOR", help_heading = "Optimisation")]

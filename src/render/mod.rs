@@ -11,7 +11,7 @@ pub mod options;
 pub use crate::resample::resize;
 pub use options::{
     balanced_factors, defaults, total_variation, CheckedOptions, Init, LossScale, Optimizer, RenderOptions, Scales,
-    Size, StyleLayerWeights, AUTO_SCALES_ABOVE, DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS,
+    Size, StyleLayerWeights, AUTO_ONE_SCALE_UP_TO, AUTO_SCALES_ABOVE, DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS,
 };
 
 use crate::color::color_match;
