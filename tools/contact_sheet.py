@@ -4,7 +4,7 @@
     python3 tools/contact_sheet.py OUT.png --cols 4 --cell 256 IMAGE=LABEL [IMAGE=LABEL ...]
 
 LABEL may hold several lines separated by "|". Each image is scaled to fit a CELL x CELL box
-(aspect ratio kept, centred). Needs Pillow (pip install pillow); it builds documentation only,
+(aspect ratio kept, centred); each row is as tall as its tallest picture. Needs Pillow (pip install pillow); it builds documentation only,
 nst itself never runs it.
 """
 
@@ -24,22 +24,31 @@ def main():
 
     font = ImageFont.load_default(size=args.font_size)
     entries = [e.split("=", 1) if "=" in e else (e, "") for e in args.entries]
-    lines = max(len(label.split("|")) for _, label in entries)
-    line_height = args.font_size + 4
-    pad = 6
-    cell_w, cell_h = args.cell + 2 * pad, args.cell + 2 * pad + lines * line_height
-    rows = (len(entries) + args.cols - 1) // args.cols
-    sheet = Image.new("RGB", (args.cols * cell_w, rows * cell_h), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, (path, label) in enumerate(entries):
-        x0, y0 = (k % args.cols) * cell_w, (k // args.cols) * cell_h
+    images = []
+    for path, _ in entries:
         image = Image.open(path).convert("RGB")
         scale = args.cell / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.LANCZOS)
-        sheet.paste(image, (x0 + pad + (args.cell - size[0]) // 2, y0 + pad + (args.cell - size[1]) // 2))
-        for i, line in enumerate(label.split("|")):
-            draw.text((x0 + pad, y0 + pad + args.cell + 2 + i * line_height), line, fill="black", font=font)
+        images.append(image.resize(size, Image.LANCZOS))
+    lines = max(len(label.split("|")) for _, label in entries)
+    line_height = args.font_size + 4
+    pad = 6
+    cell_w = args.cell + 2 * pad
+    rows = [range(r, min(r + args.cols, len(entries))) for r in range(0, len(entries), args.cols)]
+    # Each row is as tall as its tallest picture, plus the lines of text.
+    heights = [max(images[k].height for k in row) + 2 * pad + lines * line_height for row in rows]
+    sheet = Image.new("RGB", (args.cols * cell_w, sum(heights)), "white")
+    draw = ImageDraw.Draw(sheet)
+    y0 = 0
+    for row, height in zip(rows, heights):
+        tallest = max(images[k].height for k in row)
+        for k in row:
+            x0 = (k % args.cols) * cell_w
+            image = images[k]
+            sheet.paste(image, (x0 + pad + (args.cell - image.width) // 2, y0 + pad + (tallest - image.height) // 2))
+            for i, line in enumerate(entries[k][1].split("|")):
+                draw.text((x0 + pad, y0 + pad + tallest + 2 + i * line_height), line, fill="black", font=font)
+        y0 += height
     sheet.save(args.output, optimize=True)
 
 
