@@ -133,10 +133,8 @@ impl CheckedOptions {
         &self.blend
     }
 
-    /// The same options at another size (a scale of a coarse-to-fine render; the size takes part
-    /// in no check).
-    /// The options of one scale of a render: its size and its iterations (the horizon of the
-    /// learning rate's decay).
+    /// The same options for one scale of a render: its size (which takes part in no check) and its
+    /// iterations (the horizon of the learning rate's decay).
     pub fn at(&self, size: Size, iterations: u32) -> CheckedOptions {
         let options = RenderOptions { size, iterations: iterations.max(1), ..self.options.clone() };
         CheckedOptions { options, blend: self.blend.clone() }
@@ -253,9 +251,9 @@ pub enum Scales {
     Geometric { start: usize, factor: f64 },
 }
 
-/// Coarse-to-fine is on by default above this long edge: every iteration at a larger size costs
-/// (pixels / 512²) times an iteration at 512, and the large forms of a painting's style are the
-/// ones the network sees at 512 px.
+/// Above this long edge the default scales start at this size and grow by √2: every iteration at
+/// a larger size costs (pixels / 512²) times an iteration at 512, and the large forms of a
+/// painting's style are the ones the network sees at 512 px.
 pub const AUTO_SCALES_ABOVE: usize = 512;
 
 /// At or below this long edge the default is one scale; above it (up to [`AUTO_SCALES_ABOVE`])
