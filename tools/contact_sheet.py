@@ -4,8 +4,8 @@
     python3 tools/contact_sheet.py OUT.png --cols 4 --cell 256 IMAGE=LABEL [IMAGE=LABEL ...]
 
 LABEL may hold several lines separated by "|". Each image is scaled to fit a CELL x CELL box
-(aspect ratio kept, centred); each row is as tall as its tallest picture. Needs Pillow (pip install pillow); it builds documentation only,
-nst itself never runs it.
+(aspect ratio kept, centred); each row is as tall as its tallest picture. Needs Pillow (pip install
+pillow); it builds documentation only, nst itself never runs it.
 """
 
 import argparse

@@ -650,22 +650,20 @@ fn mean_energy(targets: &[Vec<f32>]) -> f64 {
     }
 }
 
-/// `Σ |p[y, x+1, c] - p[y, x, c]| + |p[y+1, x, c] - p[y, x, c]|` over the image's RGB values
-/// (0..255): the total variation the render's TV term takes of the network image, whose channels
-/// differ from these only by a constant.
+/// The total variation the render's TV term takes of `image` (`L_tv` of its network image), from
+/// the CPU twins of `image.to_network` and `tv.forward`, in f64.
 pub fn total_variation(image: &image::RgbImage) -> f64 {
-    let (w, h) = (image.width(), image.height());
-    let at = |x: u32, y: u32| image.get_pixel(x, y).0.map(f64::from);
-    let mut sum = 0.0;
-    for y in 0..h {
-        for x in 0..w {
-            let p = at(x, y);
-            for q in [(x + 1 < w).then(|| at(x + 1, y)), (y + 1 < h).then(|| at(x, y + 1))].into_iter().flatten() {
-                sum += (0..3).map(|c| (q[c] - p[c]).abs()).sum::<f64>();
-            }
-        }
-    }
-    sum
+    use crate::ops::image::{pack_rgba, to_network, ImageParams, NETWORK_CHANNELS};
+    use crate::ops::tv::{forward, TvParams};
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let rgba: Vec<u32> = image.pixels().map(|p| pack_rgba([p[0], p[1], p[2], 255])).collect();
+    let params = ImageParams::new(w * h);
+    let mut net = vec![0.0f64; params.network_len()];
+    to_network(&params, &rgba, &mut net);
+    let tv = TvParams::new(h, w, NETWORK_CHANNELS, 1.0);
+    let mut partials = vec![0.0f64; tv.partials()];
+    forward(&tv, &net, &mut partials);
+    partials.iter().sum()
 }
 
 #[cfg(test)]
