@@ -15,6 +15,12 @@
 //                 ReLU's gradient is not applied here: relu.wgsl's backward does it.
 // Out-of-image taps read zero. One invocation per output element (gather; no atomics).
 //
+// Bands (forward only): a map too large for one binding is computed in bands of output rows.
+// This dispatch computes rows band_start..band_start + band_rows; its input binding starts at map
+// row input_start (the band less its halo row, or 0 for a whole map) and its output binding at map
+// row output_start (band_start, or 0). Unbanded: all three starts 0, band_rows = height.
+// backward_input takes no bands.
+//
 // Bindings (group 0):
 //   0 params                     uniform
 //   1 weights                    read        forward, backward_input
@@ -29,6 +35,10 @@ struct Params {
     out_channels: u32,
     relu: u32,
     accumulate: u32,
+    band_start: u32,
+    band_rows: u32,
+    input_start: u32,
+    output_start: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -48,13 +58,15 @@ fn forward(
     let index = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
     let cin = params.in_channels;
     let cout = params.out_channels;
-    if (index >= params.height * params.width * cout) {
+    if (index >= params.band_rows * params.width * cout) {
         return;
     }
     let co = index % cout;
     let pixel = index / cout;
     let x = i32(pixel % params.width);
-    let y = i32(pixel / params.width);
+    // The map row; `index` counts from the band's first row.
+    let y = i32(params.band_start + pixel / params.width);
+    let out = index + (params.band_start - params.output_start) * params.width * cout;
     var acc = 0.0;
     for (var ky = 0; ky < 3; ky++) {
         let sy = y + ky - 1;
@@ -66,7 +78,7 @@ fn forward(
             if (sx < 0 || sx >= i32(params.width)) {
                 continue;
             }
-            let s = (u32(sy) * params.width + u32(sx)) * cin;
+            let s = ((u32(sy) - params.input_start) * params.width + u32(sx)) * cin;
             let w = ((co * 3u + u32(ky)) * 3u + u32(kx)) * cin;
             for (var ci = 0u; ci < cin; ci++) {
                 acc += src[s + ci] * weights[w + ci];
@@ -78,9 +90,9 @@ fn forward(
         acc = max(acc, 0.0);
     }
     if (params.accumulate != 0u) {
-        acc += dst[index];
+        acc += dst[out];
     }
-    dst[index] = acc;
+    dst[out] = acc;
 }
 
 @compute @workgroup_size(64)

@@ -6,7 +6,9 @@
 //           the mean over positions of the channel outer products and does not grow with image size.
 //           One workgroup of 64 invocations per element (i, j): invocation t adds positions t, t + 64,
 //           t + 128, ..., then a tree reduction in workgroup memory. No invocation loops more than
-//           positions / 64 times (lavapipe stops any loop after about 65535 iterations). Writes `=`.
+//           positions / 64 times (lavapipe stops any loop after about 65535 iterations). Writes `=`,
+//           or `+=` when params.accumulate != 0 (a map too large for one binding is summed band by
+//           band of positions, in order: scale * F₁ᵀF₁ + scale * F₂ᵀF₂ + ...).
 // backward: grad_features[p, i] = scale * sum_j (grad_gram[i, j] + grad_gram[j, i]) * F[p, j].
 //           Writes `=`, or `+=` when params.accumulate != 0 (a style layer's features also feed the
 //           next convolution, whose input gradient is summed with this one).
@@ -70,7 +72,11 @@ fn forward(
         workgroupBarrier();
     }
     if (lid == 0u) {
-        gram[index] = params.scale * scratch[0];
+        var g = params.scale * scratch[0];
+        if (params.accumulate != 0u) {
+            g += gram[index];
+        }
+        gram[index] = g;
     }
 }
 

@@ -7,7 +7,8 @@
 //          position two vec4 loads (channels i0..i0+3 and j0..j0+3) feed 16 multiply-adds. A tree
 //          reduction in workgroup memory adds the `split` partial blocks. A workgroup of 64
 //          invocations holds 64 / split blocks. No invocation loops more than positions / split
-//          times (at most 4096 up to 1024x1024). Writes `=`.
+//          times (at most 4096 up to 1024x1024). Writes `=`, or `+=` when params.accumulate != 0
+//          (a map too large for one binding is summed band by band of positions, in order).
 //
 // Bindings (group 0):
 //   0 params     uniform     (the GramParams of gram.wgsl)
@@ -77,7 +78,12 @@ fn forward(
         let sum = scratch[lid];
         for (var jj = 0u; jj < 4u; jj++) {
             for (var ii = 0u; ii < 4u; ii++) {
-                gram[(4u * bi + ii) * c + 4u * bj + jj] = params.scale * sum[jj][ii];
+                let at = (4u * bi + ii) * c + 4u * bj + jj;
+                var g = params.scale * sum[jj][ii];
+                if (params.accumulate != 0u) {
+                    g += gram[at];
+                }
+                gram[at] = g;
             }
         }
     }

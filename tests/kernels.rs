@@ -818,3 +818,107 @@ fn transposing_weights_twice_gives_them_back() {
     let t = conv3x3_subgroup::transpose_weights(3, 5, &w);
     assert_eq!(conv3x3_subgroup::transpose_weights(5, 3, &t), w);
 }
+
+/// The bands of `p`'s rows that `rows` gives (the last one shorter when it does not divide), as
+/// the plan makes them for a map too large for one binding.
+fn conv_bands(p: &Conv3x3Params, rows: usize) -> Vec<Conv3x3Params> {
+    let bands = p.bands(rows);
+    assert!(bands.len() > 1, "{rows} rows of {} make one band", p.height);
+    bands
+}
+
+/// Runs a conv band by band, each band's input binding holding the rows it reads (with the halo)
+/// unless `whole_input`, its output binding the rows it writes unless `whole_output`, and stitches
+/// the output rows together.
+fn run_banded(
+    bands: &[Conv3x3Params],
+    (whole_input, whole_output): (bool, bool),
+    input: &[f32],
+    initial: &[f32],
+    run: impl Fn(&Conv3x3Params, &[f32], &[f32]) -> Vec<f32>,
+) -> Vec<f32> {
+    let mut out = initial.to_vec();
+    for band in bands {
+        let b = if whole_input { band.with_whole_input() } else { *band };
+        let b = if whole_output { b.with_whole_output() } else { b };
+        let row_in = b.width as usize * b.in_channels as usize;
+        let row_out = b.width as usize * b.out_channels as usize;
+        let from = b.input_start as usize * row_in;
+        let input = &input[from..from + b.band_input_len(1)];
+        let (first, last) = (b.output_start as usize * row_out, (b.band_start + b.band_rows) as usize * row_out);
+        let written = run(&b, input, &out[first..last]);
+        // Only the band's rows may change.
+        let band_first = b.band_start as usize * row_out;
+        assert_eq!(written.len(), last - first, "{b:?}");
+        out[band_first..last].copy_from_slice(&written[band_first - first..]);
+        assert_eq!(&written[..band_first - first], &out[first..band_first], "{b:?} wrote outside its band");
+    }
+    out
+}
+
+#[test]
+fn conv3x3_computed_band_by_band_equals_the_whole_map_on_the_cpu_and_the_gpu() {
+    // Uneven bands (4, 4, 3 rows of 11; 1-row bands; 5 + 2 of 7), bound to their rows only or to
+    // the whole map; every kernel variant the plan can band. A band does each output element's
+    // arithmetic in the same order as the whole map, so the results are equal, not just close.
+    let cases = [(11, 9, 4, 16, 4, true, false), (7, 5, 8, 32, 5, false, true), (6, 16, 4, 4, 1, true, true)];
+    for (seed, &(h, w, cin, cout, rows, relu, accumulate)) in (240..).zip(&cases) {
+        let p = Conv3x3Params::new(h, w, cin, cout).with_relu(relu).with_accumulate(accumulate);
+        let mut rng = Rng::new(seed);
+        let (weights, bias) = conv_weights(&mut rng, &p);
+        let input = rng.vec_f32(p.input_len(), -1.0, 1.0);
+        let initial = if accumulate { rng.vec_f32(p.output_len(), -1.0, 1.0) } else { vec![0.0; p.output_len()] };
+        let bands = conv_bands(&p, rows);
+
+        // The CPU twin, in f64: banded equals whole, exactly.
+        let (w64, b64) = (to_f64(&weights), to_f64(&bias));
+        let mut want = to_f64(&initial);
+        conv3x3::forward(&p, &w64, &b64, &to_f64(&input), &mut want);
+        for whole in [(false, false), (true, false), (false, true), (true, true)] {
+            let banded = run_banded(&bands, whole, &input, &initial, |b, input, initial| {
+                let mut out = to_f64(initial);
+                conv3x3::forward(b, &w64, &b64, &to_f64(input), &mut out);
+                out.iter().map(|&v| v as f32).collect()
+            });
+            let rounded: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+            assert_eq!(banded, rounded, "CPU twin, bands of {rows} rows, whole {whole:?}, {p:?}");
+        }
+
+        let Some((gpu, lib)) = common::gpu() else { continue };
+        let inputs = |input: &[f32], initial: &[f32]| {
+            [bytes(&weights).to_vec(), bytes(&bias).to_vec(), bytes(input).to_vec(), bytes(initial).to_vec()]
+        };
+        let portable = |b: &Conv3x3Params, input: &[f32], initial: &[f32]| {
+            let i = inputs(input, initial);
+            let refs: Vec<&[u8]> = i.iter().map(|v| v.as_slice()).collect();
+            floats(&run_once::<conv3x3::Forward>(gpu, lib, b, &refs).unwrap()[0])
+        };
+        let whole_gpu = portable(&p, &input, &initial);
+        let what = format!("conv3x3.forward {h}x{w} {cin}->{cout}");
+        assert_close(&what, &whole_gpu, &want, &[h, w, cout], DOT_ATOL, DOT_RTOL);
+        for whole in [(false, false), (true, true)] {
+            let banded = run_banded(&bands, whole, &input, &initial, portable);
+            assert_eq!(banded, whole_gpu, "conv3x3.forward in bands of {rows} rows, whole {whole:?}, {p:?}");
+        }
+        if !fast_conv_available() {
+            continue;
+        }
+        let storage = |b: &Conv3x3Params, input: &[f32], initial: &[f32]| {
+            run_fast_conv_storage(b, &weights, &bias, input, initial)
+        };
+        let whole_fast = storage(&p, &input, &initial);
+        assert_close(&format!("fast {what}"), &whole_fast, &want, &[h, w, cout], DOT_ATOL, DOT_RTOL);
+        for whole in [(false, false), (true, false), (false, true)] {
+            let banded = run_banded(&bands, whole, &input, &initial, storage);
+            assert_eq!(banded, whole_fast, "fast conv in bands of {rows} rows, whole {whole:?}, {p:?}");
+        }
+        if conv3x3_subgroup::textures_fit(&p, gpu.limits.max_texture_dimension_2d) {
+            // The input texture always holds the whole map; the output binding holds the band.
+            let textured = |b: &Conv3x3Params, _: &[f32], initial: &[f32]| {
+                run_fast_conv_texture(b, &weights, &bias, &input, initial)
+            };
+            let banded = run_banded(&bands, (true, false), &input, &initial, textured);
+            assert_eq!(banded, whole_fast, "texture conv in bands of {rows} rows, {p:?}");
+        }
+    }
+}

@@ -145,6 +145,13 @@ impl KernelLibrary {
 #[derive(Clone, Copy, Debug)]
 pub enum Resource<'a> {
     Buffer(&'a wgpu::Buffer),
+    /// `size` bytes of a buffer from byte `offset` (a band of a map too large for one binding);
+    /// `offset` must be a multiple of the adapter's `min_storage_buffer_offset_alignment`.
+    Range {
+        buffer: &'a wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    },
     /// An rgba32float texture, bound whole.
     Texture(&'a wgpu::Texture),
 }
@@ -234,6 +241,19 @@ impl Step {
                     check_binding(&name, binding.name, buffer.size(), limit)?;
                     views.push(None);
                 }
+                (Access::Read | Access::ReadWrite, &Resource::Range { buffer, offset, size }) => {
+                    check_binding(&name, binding.name, size, limit)?;
+                    let alignment = gpu.limits.min_storage_buffer_offset_alignment as u64;
+                    if size < needed || offset + size > buffer.size() || !offset.is_multiple_of(alignment) {
+                        return Err(shape_error(format!(
+                            "binding {} needs {needed} bytes at an offset aligned to {alignment}, got {size} \
+                             bytes at {offset} of a buffer of {}",
+                            binding.name,
+                            buffer.size()
+                        )));
+                    }
+                    views.push(None);
+                }
                 _ => return Err(shape_error(format!("binding {} gets the wrong kind of resource", binding.name))),
             }
         }
@@ -245,6 +265,11 @@ impl Step {
         for ((b, resource), view) in entry.bindings.iter().zip(resources).zip(&views) {
             let resource = match (resource, view) {
                 (Resource::Buffer(buffer), _) => buffer.as_entire_binding(),
+                (&Resource::Range { buffer, offset, size }, _) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset,
+                    size: wgpu::BufferSize::new(size),
+                }),
                 (Resource::Texture(_), Some(view)) => wgpu::BindingResource::TextureView(view),
                 (Resource::Texture(_), None) => unreachable!("every texture got a view"),
             };

@@ -20,6 +20,16 @@ pub struct Conv3x3Params {
     /// Add to the output (forward) or input gradient (backward) instead of overwriting it when
     /// non-zero.
     pub accumulate: u32,
+    /// Forward only: the band of output rows this dispatch computes, `band_start..band_start +
+    /// band_rows` of the `height` rows (all of them unless the map is too large for one binding).
+    pub band_start: u32,
+    pub band_rows: u32,
+    /// Forward only: the map row the input binding starts at (0 when it holds the whole map; else
+    /// `band_start` less the halo rows a band reads above it). Taps outside `0..height` read zero.
+    pub input_start: u32,
+    /// Forward only: the map row the output binding starts at (0 when it holds the whole map, else
+    /// `band_start`).
+    pub output_start: u32,
 }
 
 impl Conv3x3Params {
@@ -31,7 +41,52 @@ impl Conv3x3Params {
             out_channels: out_channels as u32,
             relu: 0,
             accumulate: 0,
+            band_start: 0,
+            band_rows: height as u32,
+            input_start: 0,
+            output_start: 0,
         }
+    }
+    /// The band of output rows `start..start + rows`, for a kernel whose taps reach `halo` rows
+    /// above and below (1 for the 3x3 conv, 0 for the pointwise one), with input and output
+    /// bindings that hold just the rows the band reads and writes. [`Self::with_whole_input`] and
+    /// [`Self::with_whole_output`] bind a map whole instead.
+    pub fn with_band(mut self, start: usize, rows: usize, halo: usize) -> Self {
+        debug_assert!(rows > 0 && start + rows <= self.height as usize, "band {start}+{rows} of {}", self.height);
+        self.band_start = start as u32;
+        self.band_rows = rows as u32;
+        self.input_start = start.saturating_sub(halo) as u32;
+        self.output_start = start as u32;
+        self
+    }
+    /// The input binding holds the whole map.
+    pub fn with_whole_input(mut self) -> Self {
+        self.input_start = 0;
+        self
+    }
+    /// The output binding holds the whole map.
+    pub fn with_whole_output(mut self) -> Self {
+        self.output_start = 0;
+        self
+    }
+    /// Whether this dispatch computes every row.
+    pub fn is_whole(&self) -> bool {
+        self.band_start == 0 && self.band_rows == self.height
+    }
+    /// Input rows the band's binding holds: from `input_start` to the band's last row plus `halo`
+    /// (inside the map).
+    pub fn band_input_rows(&self, halo: usize) -> usize {
+        let end = (self.band_start as usize + self.band_rows as usize + halo).min(self.height as usize);
+        end - self.input_start as usize
+    }
+    /// Elements of the band's input binding.
+    pub fn band_input_len(&self, halo: usize) -> usize {
+        self.band_input_rows(halo) * self.width as usize * self.in_channels as usize
+    }
+    /// Elements of the band's output binding: from `output_start` to the band's last row.
+    pub fn band_output_len(&self) -> usize {
+        let rows = (self.band_start + self.band_rows - self.output_start) as usize;
+        rows * self.width as usize * self.out_channels as usize
     }
     pub fn with_relu(mut self, relu: bool) -> Self {
         self.relu = relu as u32;
@@ -61,6 +116,12 @@ impl Conv3x3Params {
     pub fn input_gradient(&self) -> Self {
         Conv3x3Params { in_channels: self.out_channels, out_channels: self.in_channels, relu: 0, ..*self }
     }
+    /// The bands of at most `rows` output rows each that cover the map, in order (the last one
+    /// shorter when `rows` does not divide the height).
+    pub fn bands(&self, rows: usize) -> Vec<Self> {
+        let (h, rows) = (self.height as usize, rows.max(1));
+        (0..h).step_by(rows).map(|start| self.with_band(start, rows.min(h - start), 1)).collect()
+    }
 
     /// Multiply-adds times two, for GFLOP/s (the same for forward and input gradient).
     pub fn flops(&self) -> u64 {
@@ -81,10 +142,10 @@ impl Kernel for Forward {
         bindings: &[read(1, "weights"), read(2, "bias"), read(3, "input"), read_write(4, "output")],
     };
     fn workgroups(p: &Conv3x3Params) -> u64 {
-        groups_for(p.output_len() as u64, Self::ENTRY.workgroup_size)
+        groups_for(p.band_output_len() as u64, Self::ENTRY.workgroup_size)
     }
     fn binding_lens(p: &Conv3x3Params) -> Vec<u64> {
-        [p.weights_len(), p.bias_len(), p.input_len(), p.output_len()].map(|n| n as u64).to_vec()
+        [p.weights_len(), p.bias_len(), p.band_input_len(1), p.band_output_len()].map(|n| n as u64).to_vec()
     }
 }
 
@@ -108,11 +169,13 @@ impl Kernel for BackwardInput {
     }
 }
 
-/// CPU twin of `conv3x3.forward`.
+/// CPU twin of `conv3x3.forward`: the output rows of `p`'s band, from an input that starts at map
+/// row `p.input_start` into an output that starts at map row `p.output_start`.
 pub fn forward<T: Real>(p: &Conv3x3Params, weights: &[T], bias: &[T], input: &[T], output: &mut [T]) {
     let (h, w) = (p.height as i64, p.width as i64);
     let (cin, cout) = (p.in_channels as usize, p.out_channels as usize);
-    for y in 0..h {
+    let (start, first_input, first_output) = (p.band_start as i64, p.input_start as i64, p.output_start as i64);
+    for y in start..start + p.band_rows as i64 {
         for x in 0..w {
             for co in 0..cout {
                 let mut acc = T::zero();
@@ -126,7 +189,7 @@ pub fn forward<T: Real>(p: &Conv3x3Params, weights: &[T], bias: &[T], input: &[T
                         if sx < 0 || sx >= w {
                             continue;
                         }
-                        let s = (sy * w + sx) as usize * cin;
+                        let s = ((sy - first_input) * w + sx) as usize * cin;
                         let k = ((co * 3 + ky as usize) * 3 + kx as usize) * cin;
                         for ci in 0..cin {
                             acc += input[s + ci] * weights[k + ci];
@@ -137,13 +200,14 @@ pub fn forward<T: Real>(p: &Conv3x3Params, weights: &[T], bias: &[T], input: &[T
                 if p.relu != 0 {
                     acc = acc.max(T::zero());
                 }
-                store(&mut output[(y * w + x) as usize * cout + co], acc, p.accumulate);
+                store(&mut output[((y - first_output) * w + x) as usize * cout + co], acc, p.accumulate);
             }
         }
     }
 }
 
-/// CPU twin of `conv3x3.backward_input`.
+/// CPU twin of `conv3x3.backward_input`, over the whole map (the engine runs input gradients as
+/// the forward with flipped, transposed weights; only the forward takes bands).
 pub fn backward_input<T: Real>(p: &Conv3x3Params, weights: &[T], grad_output: &[T], grad_input: &mut [T]) {
     let (h, w) = (p.height as i64, p.width as i64);
     let (cin, cout) = (p.in_channels as usize, p.out_channels as usize);

@@ -79,7 +79,7 @@ pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: u
         pos += &match operands {
             Operands::Storage => format!(
                 "    let sy{ky} = ty + {ky} - i32(KSIZE / 2u);\n    let row_in{ky} = sy{ky} >= 0 && sy{ky} < h;\n\
-                 \x20   let iy{ky} = select(0, sy{ky}, row_in{ky});\n"
+                 \x20   let iy{ky} = select(0, sy{ky} - i32(params.input_start), row_in{ky});\n"
             ),
             Operands::Texture => format!("    let iy{ky} = ty + {ky} + 1 - i32(KSIZE / 2u);\n"),
         };
@@ -140,7 +140,7 @@ pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: u
     let mut store = String::new();
     for p in 0..px {
         store += &format!(
-            "    if (live && tx + {p} < w) {{\n        let o = (u32(ty) * params.width + u32(tx) + {p}u) * params.out_channels + co_base;\n"
+            "    if (live && tx + {p} < w) {{\n        let o = ((u32(ty) - params.output_start) * params.width + u32(tx) + {p}u) * params.out_channels + co_base;\n"
         );
         for c in 0..co_tile / 4 {
             store += &format!(
@@ -179,17 +179,18 @@ pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: u
         .replace("{{STORE}}", store.trim_end())
 }
 
-/// Tiles of [`PX`] consecutive pixels of one row: an invocation's share.
+/// Tiles of [`PX`] consecutive pixels of one row of the band: an invocation's share.
 fn tiles(p: &Conv3x3Params) -> usize {
-    p.height as usize * (p.width as usize).div_ceil(PX)
+    p.band_rows as usize * (p.width as usize).div_ceil(PX)
 }
 
 fn workgroups(p: &Conv3x3Params, co_tile: usize) -> u64 {
     (tiles(p).div_ceil(INVOCATIONS) * (p.out_channels as usize / co_tile)) as u64
 }
 
+/// Binding lengths of the 3x3 kernels for `p`'s band: its input with the halo rows, its output rows.
 fn lens(p: &Conv3x3Params) -> Vec<u64> {
-    [p.weights_len(), p.bias_len(), p.input_len(), p.output_len()].map(|n| n as u64).to_vec()
+    [p.weights_len(), p.bias_len(), p.band_input_len(1), p.band_output_len()].map(|n| n as u64).to_vec()
 }
 
 const BINDINGS: &[crate::gpu::Binding] =
@@ -421,6 +422,6 @@ impl Kernel for Pointwise32 {
     }
     fn binding_lens(p: &Conv3x3Params) -> Vec<u64> {
         let weights = p.out_channels as usize * p.in_channels as usize;
-        [weights, p.bias_len(), p.input_len(), p.output_len()].map(|n| n as u64).to_vec()
+        [weights, p.bias_len(), p.band_input_len(0), p.band_output_len()].map(|n| n as u64).to_vec()
     }
 }

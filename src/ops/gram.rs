@@ -12,7 +12,8 @@ use crate::Real;
 pub struct GramParams {
     pub positions: u32,
     pub channels: u32,
-    /// Backward only: add to the feature gradient when non-zero.
+    /// Add to the feature gradient (backward) or to the Gram matrix (forward: the bands of a map
+    /// too large for one binding are summed in order) when non-zero.
     pub accumulate: u32,
     /// The normaliser: `gram = scale * Fᵀ F`.
     pub scale: f32,
@@ -245,7 +246,8 @@ pub fn pointwise_forward_steps(
         .collect())
 }
 
-/// CPU twin of `gram.forward`: `gram[i][j] = scale * sum_p F[p][i] F[p][j]`.
+/// CPU twin of `gram.forward` (and `gram_blocked.forward`): `gram[i][j] (= or +=) scale * sum_p
+/// F[p][i] F[p][j]`.
 pub fn forward<T: Real>(p: &GramParams, features: &[T], gram: &mut [T]) {
     let c = p.channels as usize;
     for i in 0..c {
@@ -254,7 +256,7 @@ pub fn forward<T: Real>(p: &GramParams, features: &[T], gram: &mut [T]) {
             for q in 0..p.positions as usize {
                 acc += features[q * c + i] * features[q * c + j];
             }
-            gram[i * c + j] = T::from_f64(p.scale as f64) * acc;
+            store(&mut gram[i * c + j], T::from_f64(p.scale as f64) * acc, p.accumulate);
         }
     }
 }
