@@ -87,11 +87,13 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
     let l = &gpu.limits;
     println!("  storage binding limit: {} MiB", l.max_storage_buffer_binding_size >> 20);
     println!("  buffer size limit: {} MiB", l.max_buffer_size >> 20);
+    println!("  storage offset alignment: {} bytes", l.min_storage_buffer_offset_alignment);
     println!("  workgroups per dimension: {}", l.max_compute_workgroups_per_dimension);
     let (_, origin) = Vgg19Weights::load(weights)?;
     println!("weights: {origin}");
     let spec = nst::render::RenderOptions::default().loss_spec(width, height);
-    let m = nst::net::Plan::new(&Tape::build(&spec)?, &nst::net::Capabilities::of(&gpu, &library)).memory();
+    let plan = nst::net::Plan::new(&Tape::build(&spec)?, &nst::net::Capabilities::of(&gpu, &library));
+    let m = plan.memory();
     // The network's plan, and Adam (the default optimiser) on the image.
     let total = m.total() + nst::optim::Adam::bytes(4 * width * height);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
@@ -100,9 +102,16 @@ fn info(options: &GpuOptions, weights: Option<&std::path::Path>, size: &str) -> 
         mib(total),
         mib(m.largest_buffer)
     );
-    if m.largest_buffer > l.max_storage_buffer_binding_size {
+    match gpu.memory {
+        Some(bytes) => println!("  this adapter has {:.0} MiB", mib(bytes)),
+        None => println!("  this adapter does not say how much memory it has"),
+    }
+    if let Err(e) = plan.check_fits_with(nst::optim::Adam::bytes(4 * width * height)) {
+        println!("  does not fit: {e}");
+    } else if plan.banded_ops() > 0 {
         println!(
-            "  too large for this adapter: its storage binding limit is {:.0} MiB",
+            "  {} ops run in bands of rows: their maps are larger than the {:.0} MiB one binding holds",
+            plan.banded_ops(),
             mib(l.max_storage_buffer_binding_size)
         );
     }

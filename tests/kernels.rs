@@ -822,7 +822,7 @@ fn transposing_weights_twice_gives_them_back() {
 /// The bands of `p`'s rows that `rows` gives (the last one shorter when it does not divide), as
 /// the plan makes them for a map too large for one binding.
 fn conv_bands(p: &Conv3x3Params, rows: usize) -> Vec<Conv3x3Params> {
-    let bands = p.bands(rows);
+    let bands = p.bands(rows, 1);
     assert!(bands.len() > 1, "{rows} rows of {} make one band", p.height);
     bands
 }

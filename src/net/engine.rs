@@ -3,7 +3,7 @@
 //! whose only readback is the loss values. Every decision (which kernel, which buffer) is the
 //! plan's; the engine executes it in a loop.
 
-use super::plan::{Capabilities, Fill, MemoryReport, Plan, Shape};
+use super::plan::{Capabilities, Fill, MemoryReport, Operand, Plan, Shape};
 use super::tape::{LossKind, Tape, TensorId};
 use super::weights::Vgg19Weights;
 use crate::error::{Error, Result};
@@ -64,7 +64,19 @@ impl<'g> Engine<'g> {
     /// Refuses, before allocating, a size whose largest buffer exceeds the adapter's storage
     /// binding limit.
     pub fn new(gpu: &'g Gpu, library: &KernelLibrary, weights: &Vgg19Weights, tape: Tape) -> Result<Engine<'g>> {
-        let plan = Plan::new(&tape, &Capabilities::of(gpu, library));
+        Self::with_capabilities(gpu, library, weights, tape, &Capabilities::of(gpu, library))
+    }
+
+    /// [`Engine::new`] planned for `caps` (what [`Capabilities::of`] says of this device, or less:
+    /// tests force small bands with [`Capabilities::with_band_limit`]).
+    pub fn with_capabilities(
+        gpu: &'g Gpu,
+        library: &KernelLibrary,
+        weights: &Vgg19Weights,
+        tape: Tape,
+        caps: &Capabilities,
+    ) -> Result<Engine<'g>> {
+        let plan = Plan::new(&tape, caps);
         let memory = plan.check_fits()?;
         // Allocation failures (out of memory) surface through the error scope as a typed error.
         let (height, width) = (tape.spec.height, tape.spec.width);
@@ -130,11 +142,14 @@ impl<'g> Engine<'g> {
             })
             .collect();
 
-        let bind = |planned: &Planned<usize>| {
-            let bound = planned.clone().map(|id| resources[id].resource());
+        let bind = |planned: &Planned<Operand>| {
+            let bound = planned.clone().map(|o| match (o.range, &resources[o.id]) {
+                (Some((offset, size)), Allocated::Buffer(buffer)) => Resource::Range { buffer, offset, size },
+                (_, allocated) => allocated.resource(),
+            });
             bind_planned(gpu, library, &bound)
         };
-        let bind_all = |planned: &[Planned<usize>]| planned.iter().map(bind).collect::<Result<Vec<Command>>>();
+        let bind_all = |planned: &[Planned<Operand>]| planned.iter().map(bind).collect::<Result<Vec<Command>>>();
         let forward = bind_all(&plan.forward)?;
         let backward = bind_all(&plan.backward)?;
         let to_network = step(bind(&plan.to_network)?);

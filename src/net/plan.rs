@@ -13,12 +13,16 @@ use std::collections::HashMap;
 use super::tape::{BackOp, Op, Tape, TensorId, TensorKind};
 use super::vgg::CONVS;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KernelLibrary, KernelRef, Planned};
+use crate::gpu::{Gpu, Kernel, KernelLibrary, KernelRef, Planned};
 use crate::ops::conv3x3::{self, Conv3x3Params};
 use crate::ops::gram::{self, GramParams};
 use crate::ops::gram_subgroup::{self, GramSliceParams};
 use crate::ops::image::{self, ImageParams, NETWORK_CHANNELS};
-use crate::ops::{avgpool2, conv3x3_subgroup, maxpool2, reduce, relu, sqdiff, tv};
+use crate::ops::maxpool2::Pool2Params;
+use crate::ops::relu::ReluParams;
+use crate::ops::sqdiff::SqDiffParams;
+use crate::ops::transpose::TransposeParams;
+use crate::ops::{avgpool2, conv3x3_subgroup, maxpool2, partial_count, reduce, relu, sqdiff, tv, REDUCE_BLOCK};
 
 /// What a device can run, as far as the plan's decisions go. [`Capabilities::of`] is the one place
 /// that asks the adapter and the kernel library.
@@ -35,8 +39,17 @@ pub struct Capabilities {
     /// Whether the fast Gram forward (`gram_subgroup`, reading the features' texture) was built:
     /// subgroups of at least 4 lanes, and texture operands (`texture_conv`).
     pub subgroup_gram: bool,
-    /// The adapter's storage binding limit in bytes: every buffer must fit it.
+    /// The adapter's storage binding limit in bytes: every buffer bound whole must fit it.
     pub binding_limit: u64,
+    /// The most bytes of a feature map one binding holds: a map larger than this is bound in bands
+    /// of rows. The binding limit, unless `NST_BAND_BYTES` (or a test) sets it lower.
+    pub band_limit: u64,
+    /// The adapter's largest buffer in bytes: every tensor must fit one.
+    pub buffer_limit: u64,
+    /// The alignment in bytes of a binding's offset into its buffer.
+    pub offset_alignment: u64,
+    /// The adapter's memory in bytes, where it is known ([`Gpu::memory`]).
+    pub memory_limit: Option<u64>,
 }
 
 impl Capabilities {
@@ -51,7 +64,21 @@ impl Capabilities {
             pointwise_gram: library.has::<conv3x3_subgroup::Pointwise32>() && library.has::<gram::Symmetrize>(),
             subgroup_gram: gram_subgroup::built(gpu, library),
             binding_limit: gpu.limits.max_storage_buffer_binding_size,
+            band_limit: std::env::var("NST_BAND_BYTES")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+                .min(gpu.limits.max_storage_buffer_binding_size),
+            buffer_limit: gpu.limits.max_buffer_size,
+            offset_alignment: gpu.limits.min_storage_buffer_offset_alignment as u64,
+            memory_limit: gpu.memory,
         }
+    }
+
+    /// The same device with feature maps bound in bands of at most `bytes` (tests force small
+    /// bands with it).
+    pub fn with_band_limit(self, bytes: u64) -> Capabilities {
+        Capabilities { band_limit: bytes.min(self.binding_limit), ..self }
     }
 
     /// The portable kernels only (no subgroups, no textures), with no binding limit: what any
@@ -63,6 +90,10 @@ impl Capabilities {
             pointwise_gram: false,
             subgroup_gram: false,
             binding_limit: u64::MAX,
+            band_limit: u64::MAX,
+            buffer_limit: u64::MAX,
+            offset_alignment: 256,
+            memory_limit: None,
         }
     }
 
@@ -187,18 +218,21 @@ pub struct Plan {
     /// one, and so do all masked gradients).
     pub tensors: Vec<ResourceId>,
     /// The forward ops and loss heads of one iteration.
-    pub forward: Vec<Planned<ResourceId>>,
+    pub forward: Vec<Planned<Operand>>,
     /// The backward ops, down to d loss / d image.
-    pub backward: Vec<Planned<ResourceId>>,
+    pub backward: Vec<Planned<Operand>>,
     /// RGBA8 image (packed) -> the image tensor in the network's convention, and back.
-    pub to_network: Planned<ResourceId>,
-    pub from_network: Planned<ResourceId>,
+    pub to_network: Planned<Operand>,
+    pub from_network: Planned<Operand>,
     pub losses: ResourceId,
     pub rgba: ResourceId,
     /// d loss / d image, or a zero buffer when no loss reaches the image.
     pub grad: ResourceId,
     height: usize,
     width: usize,
+    /// Why the plan cannot run on this device (a map that cannot be banded), if it cannot.
+    refusal: Option<String>,
+    banded: usize,
 }
 
 /// Builds the resource list; textures of one shape (conv inputs and Gram features of one map) are
@@ -228,18 +262,125 @@ impl Resources {
     }
 }
 
+/// An operand of a planned command: a whole resource, or `size` bytes of a buffer from byte
+/// `offset` (a band of a feature map too large for one binding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Operand {
+    pub id: ResourceId,
+    pub range: Option<(u64, u64)>,
+}
+
+impl From<ResourceId> for Operand {
+    fn from(id: ResourceId) -> Operand {
+        Operand { id, range: None }
+    }
+}
+
+/// Where each tensor lives, and how a band of its rows is bound: the plan's one place for bands.
+struct Layout<'a> {
+    tape: &'a Tape,
+    tensors: &'a [ResourceId],
+    caps: &'a Capabilities,
+    /// Bytes of each resource.
+    sizes: Vec<u64>,
+    /// Why the plan cannot run, when something cannot be banded.
+    refusal: Option<String>,
+    /// Ops split into more than one band.
+    banded: usize,
+}
+
+impl Layout<'_> {
+    fn bytes(&self, t: TensorId) -> u64 {
+        4 * self.tape.tensors[t].len as u64
+    }
+
+    /// Whether tensor `t` is too large for one binding.
+    fn banded(&self, t: TensorId) -> bool {
+        self.bytes(t) > self.caps.band_limit
+    }
+
+    /// The whole of tensor `t`; a range of its resource's first bytes when the resource is shared
+    /// with a larger tensor, so that the binding stays within the limit.
+    fn whole(&self, t: TensorId) -> Operand {
+        let id = self.tensors[t];
+        match self.sizes[id] > self.caps.band_limit {
+            true => Operand { id, range: Some((0, self.bytes(t))) },
+            false => id.into(),
+        }
+    }
+
+    /// Bytes `offset..offset + size` of tensor `t`, which must be aligned for a binding.
+    fn span(&mut self, t: TensorId, offset: u64, size: u64) -> Operand {
+        if !offset.is_multiple_of(self.caps.offset_alignment) && self.refusal.is_none() {
+            self.refusal = Some(format!(
+                "{} would be bound in bands at offsets this adapter cannot bind (byte {offset}, not a multiple of {})",
+                self.tape.tensors[t].name, self.caps.offset_alignment
+            ));
+        }
+        Operand { id: self.tensors[t], range: Some((offset, size)) }
+    }
+
+    /// Bytes `offset..offset + size` of resource `id`, which must be aligned for a binding.
+    fn span_of(&mut self, id: ResourceId, offset: u64, size: u64) -> Operand {
+        if !offset.is_multiple_of(self.caps.offset_alignment) && self.refusal.is_none() {
+            self.refusal = Some(format!("a band at byte {offset} of {} cannot be bound", id));
+        }
+        Operand { id, range: Some((offset, size)) }
+    }
+
+    /// Rows `first..first + rows` of map `t`, whose rows are `row` bytes (the shape comes from the
+    /// op: the masked-gradient tensor is one flat buffer shared by maps of every shape).
+    fn rows(&mut self, t: TensorId, row: u64, first: usize, rows: usize) -> Operand {
+        self.span(t, first as u64 * row, rows as u64 * row)
+    }
+
+    /// The most rows per band such that, for each `(row bytes, extra rows)` of `maps`, a band and
+    /// its extra rows fit one binding (at least 1; a refusal when not even that fits).
+    fn band_rows(&mut self, maps: &[(u64, usize)]) -> usize {
+        let limit = self.caps.band_limit;
+        let rows = maps.iter().map(|&(row, extra)| (limit / row).saturating_sub(extra as u64)).min();
+        let rows = rows.unwrap_or(u64::MAX) as usize;
+        if rows == 0 && self.refusal.is_none() {
+            let widest = maps.iter().map(|m| m.0).max().unwrap_or(0);
+            self.refusal = Some(format!("a band of one row ({widest} bytes) does not fit one binding"));
+        }
+        rows.max(1)
+    }
+
+    /// Refuses the plan when tensor `t`, which the op `what` reads or writes whole, is too large.
+    fn unbanded(&mut self, t: TensorId, what: &str) -> Operand {
+        if self.banded(t) && self.refusal.is_none() {
+            self.refusal = Some(format!(
+                "{what} reads {} whole ({} MiB), over the {} MiB one binding holds",
+                self.tape.tensors[t].name,
+                self.bytes(t) >> 20,
+                self.caps.band_limit >> 20
+            ));
+        }
+        self.whole(t)
+    }
+
+    /// Counts an op run in `bands` bands.
+    fn count(&mut self, bands: usize) {
+        self.banded += (bands > 1) as usize;
+    }
+}
+
 /// A conv pass (a layer's forward, or its input gradient as a forward conv with flipped,
 /// transposed weights) with the fastest kernel the device has for its shape: the subgroup kernel
 /// reading textures (after copying its input into the shared texture of its shape), or reading
-/// buffers, or the portable kernel. Adds the pass's weights to `r`.
+/// buffers, or the portable kernel. Adds the pass's weights to `r`. An input or output map too
+/// large for one binding is bound in bands of rows, one dispatch per band, top to bottom.
 fn conv_pass(
     r: &mut Resources,
-    caps: &Capabilities,
+    layout: &mut Layout,
     conv: usize,
     params: &Conv3x3Params,
     transposed: bool,
-    [bias, input, output]: [ResourceId; 3],
-) -> Vec<Planned<ResourceId>> {
+    bias: ResourceId,
+    [input, output]: [TensorId; 2],
+) -> Vec<Planned<Operand>> {
+    let caps = layout.caps;
     let name = CONVS[conv].name;
     let label = if transposed { format!("{name} weights transposed") } else { format!("{name} weights") };
     // The weights as the forward conv holds them: [out][3][3][in] of the layer, not of the pass.
@@ -249,22 +390,133 @@ fn conv_pass(
         (params.in_channels as usize, params.out_channels as usize)
     };
     let bytes = 4 * params.weights_len() as u64;
-    if caps.textured(params) {
+    let textured = caps.textured(params);
+    let (band_input, band_output) = (layout.banded(input) && !textured, layout.banded(output));
+    let width = params.width as u64;
+    let (row_in, row_out) = (4 * width * params.in_channels as u64, 4 * width * params.out_channels as u64);
+    let rows = match (band_input, band_output) {
+        (false, false) => params.height as usize,
+        (true, false) => layout.band_rows(&[(row_in, 2)]),
+        (false, true) => layout.band_rows(&[(row_out, 0)]),
+        (true, true) => layout.band_rows(&[(row_in, 2), (row_out, 0)]),
+    };
+    let bands = params.bands(rows, 1);
+    layout.count(bands.len());
+    // The operands of one band: the rows it reads and writes, or the whole map.
+    let band = |layout: &mut Layout, b: &Conv3x3Params| {
+        let (mut b, mut operands) = (*b, Vec::new());
+        if band_input {
+            operands.push(layout.rows(input, row_in, b.input_start as usize, b.band_input_rows(1)));
+        } else {
+            b = b.with_whole_input();
+            operands.push(layout.whole(input));
+        }
+        if band_output {
+            operands.push(layout.rows(output, row_out, b.band_start as usize, b.band_rows as usize));
+        } else {
+            b = b.with_whole_output();
+            operands.push(layout.whole(output));
+        }
+        (b, operands)
+    };
+    if textured {
         let (w, h) = conv3x3_subgroup::weights_texture_size(params);
         let fill = Fill::ConvWeights { conv, in_channels, out_channels, transposed, texture: Some(*params) };
         debug_assert_eq!(16 * w as u64 * h as u64, bytes);
-        let weights = r.add(label, Shape::Texture(w, h), MemoryClass::Weights, fill);
-        let texture = r.map_texture(conv3x3_subgroup::input_texture_size(params));
-        return conv3x3_subgroup::textured_plan(params, [weights, bias, input, texture, output]);
+        let weights: Operand = r.add(label, Shape::Texture(w, h), MemoryClass::Weights, fill).into();
+        let texture: Operand = r.map_texture(conv3x3_subgroup::input_texture_size(params)).into();
+        // The copy into the texture is not a binding: it takes the whole map.
+        let source = Operand::from(layout.tensors[input]);
+        let mut plan =
+            vec![conv3x3_subgroup::planned_map_copy(source, texture, params.height, params.width, params.in_channels)];
+        for b in &bands {
+            let (b, operands) = band(layout, b);
+            let kernel = conv3x3_subgroup::textured_kernel(&b);
+            let operands = vec![weights, bias.into(), texture, operands[1]];
+            plan.push(Planned::Dispatch { kernel, params: bytemuck::bytes_of(&b).to_vec(), operands });
+        }
+        return plan;
     }
     let fill = Fill::ConvWeights { conv, in_channels, out_channels, transposed, texture: None };
-    let weights = r.add(label, Shape::Buffer(bytes), MemoryClass::Weights, fill);
+    let weights: Operand = r.add(label, Shape::Buffer(bytes), MemoryClass::Weights, fill).into();
     let kernel = caps.storage_conv(params);
-    vec![Planned::Dispatch {
-        kernel,
-        params: bytemuck::bytes_of(params).to_vec(),
-        operands: vec![weights, bias, input, output],
-    }]
+    bands
+        .iter()
+        .map(|b| {
+            let (b, operands) = band(layout, b);
+            let operands = vec![weights, bias.into(), operands[0], operands[1]];
+            Planned::Dispatch { kernel, params: bytemuck::bytes_of(&b).to_vec(), operands }
+        })
+        .collect()
+}
+
+/// Bands of at most `rows` rows of a map of `height` rows: (first row, rows), top to bottom.
+fn row_bands(height: usize, rows: usize) -> Vec<(usize, usize)> {
+    (0..height).step_by(rows.max(1)).map(|start| (start, rows.max(1).min(height - start))).collect()
+}
+
+/// A 2x2 pool (forward or backward) over `maps` in binding order, each marked `true` when it has
+/// the input's shape (else the output's), in bands of output rows when any map is too large for
+/// one binding: each band pools input rows `2 * first..2 * (first + rows)` (and the odd last row,
+/// in the last band) as a map of its own, which is the same arithmetic.
+fn pool_pass<K: Kernel<Params = Pool2Params>>(
+    layout: &mut Layout,
+    params: &Pool2Params,
+    maps: &[(TensorId, bool)],
+) -> Vec<Planned<Operand>> {
+    if !maps.iter().any(|&(t, _)| layout.banded(t)) {
+        let operands = maps.iter().map(|&(t, _)| layout.whole(t)).collect();
+        return vec![Planned::dispatch::<K>(params, operands)];
+    }
+    let (c, w) = (params.channels as u64, params.width as u64);
+    let (row_in, row_out) = (4 * w * c, 4 * (w / 2) * c);
+    // An input band of `rows` output rows holds 2 * rows + 1 rows at most.
+    let rows = layout.band_rows(&[(row_out, 0)]).min((layout.band_rows(&[(row_in, 1)]) - 1) / 2).max(1);
+    let (height, out_height) = (params.height as usize, params.out_height());
+    let bands = row_bands(out_height, rows);
+    layout.count(bands.len());
+    bands
+        .into_iter()
+        .map(|(first, rows)| {
+            let last = first + rows == out_height;
+            let in_rows = if last { height - 2 * first } else { 2 * rows };
+            let band = Pool2Params { height: in_rows as u32, ..*params };
+            let operands = maps
+                .iter()
+                .map(|&(t, input)| match input {
+                    true => layout.rows(t, row_in, 2 * first, in_rows),
+                    false => layout.rows(t, row_out, first, rows),
+                })
+                .collect();
+            Planned::dispatch::<K>(&band, operands)
+        })
+        .collect()
+}
+
+/// The bands of a flat op over maps of one shape (`maps` in binding order): one band of all
+/// `elements` bound whole when they fit one binding, else bands of whole rows. Each band is its
+/// element count and its operands.
+fn flat_bands(layout: &mut Layout, maps: &[TensorId], elements: usize, height: usize) -> Vec<(usize, Vec<Operand>)> {
+    if !maps.iter().any(|&t| layout.banded(t)) {
+        return vec![(elements, maps.iter().map(|&t| layout.whole(t)).collect())];
+    }
+    let row = elements / height;
+    let rows = layout.band_rows(&[(4 * row as u64, 0)]);
+    let bands = row_bands(height, rows);
+    layout.count(bands.len());
+    bands
+        .into_iter()
+        .map(|(first, rows)| (rows * row, maps.iter().map(|&t| layout.rows(t, 4 * row as u64, first, rows)).collect()))
+        .collect()
+}
+
+/// The elements per band of a loss over a tensor of `len` elements too large for one binding:
+/// whole blocks of the reduction, so each band's partial sums start at an aligned offset right
+/// after the previous band's, and the partials of all bands sum in one reduction, in order.
+fn loss_band(layout: &Layout, len: usize) -> usize {
+    let block = REDUCE_BLOCK * (layout.caps.offset_alignment as usize / 4).max(1);
+    let fit = (layout.caps.band_limit / 4) as usize / block * block;
+    fit.max(block).min(len.next_multiple_of(block))
 }
 
 impl Plan {
@@ -303,7 +555,8 @@ impl Plan {
             })
             .collect();
         let tensors: Vec<ResourceId> = group_of.iter().map(|&g| ids[g]).collect();
-        let buf = |t: TensorId| tensors[t];
+        let sizes = r.list.iter().map(ResourcePlan::bytes).collect();
+        let mut layout = Layout { tape, tensors: &tensors, caps, sizes, refusal: None, banded: 0 };
 
         // Biases (and a zero bias for each gradient conv).
         let mut biases: HashMap<usize, (ResourceId, Option<ResourceId>)> = HashMap::new();
@@ -360,108 +613,196 @@ impl Plan {
 
         let mut forward = Vec::new();
         for op in &tape.forward {
+            let l = &mut layout;
             match *op {
                 Op::Conv { conv, input, output, params } => {
                     let bias = biases[&conv].0;
-                    forward.extend(conv_pass(&mut r, caps, conv, &params, false, [bias, buf(input), buf(output)]));
+                    forward.extend(conv_pass(&mut r, l, conv, &params, false, bias, [input, output]));
                 }
                 Op::MaxPool { input, output, params } if maxpool2::vec4_suits(&params) => {
-                    forward.push(Planned::dispatch::<maxpool2::Forward4>(&params, vec![buf(input), buf(output)]))
+                    forward.extend(pool_pass::<maxpool2::Forward4>(l, &params, &[(input, true), (output, false)]))
                 }
                 Op::MaxPool { input, output, params } => {
-                    forward.push(Planned::dispatch::<maxpool2::Forward>(&params, vec![buf(input), buf(output)]))
+                    forward.extend(pool_pass::<maxpool2::Forward>(l, &params, &[(input, true), (output, false)]))
                 }
                 Op::AvgPool { input, output, params } => {
-                    forward.push(Planned::dispatch::<avgpool2::Forward>(&params, vec![buf(input), buf(output)]))
+                    forward.extend(pool_pass::<avgpool2::Forward>(l, &params, &[(input, true), (output, false)]))
                 }
                 Op::Gram { input, output, .. } if sliced(input).is_some() => {
+                    // The features reach the texture by a copy, which is not a binding.
                     let p = sliced(input).expect("checked by the guard");
-                    let texture = r.map_texture(p.texture_size());
-                    let partials = gram_partials.expect("partials planned for every sliced Gram");
-                    forward.extend(gram_subgroup::forward_plan(&p, [buf(input), texture, partials, buf(output)]));
+                    let texture = r.map_texture(p.texture_size()).into();
+                    let partials = gram_partials.expect("partials planned for every sliced Gram").into();
+                    let operands = [tensors[input].into(), texture, partials, l.whole(output)];
+                    forward.extend(gram_subgroup::forward_plan(&p, operands));
                 }
                 Op::Gram { input, output, params } if caps.gram_as_pointwise(&params) => {
                     let (scratch, zero) = pointwise_scratch.expect("scratch planned for every pointwise Gram");
-                    let operands = [buf(input), buf(output), scratch, zero];
-                    forward.extend(gram::pointwise_forward_plan(&params, gram::MAX_CHUNK_POSITIONS, operands));
-                }
-                Op::Gram { input, output, params } if gram::ForwardBlocked::suits(&params) => {
-                    forward.push(Planned::dispatch::<gram::ForwardBlocked>(&params, vec![buf(input), buf(output)]))
+                    let operands = [l.whole(output), scratch.into(), zero.into()];
+                    let (positions, c) = (params.positions as usize, params.channels as usize);
+                    if l.banded(input) {
+                        // Each chunk binds its own positions: a whole number of vec4s, at offsets
+                        // of a multiple of 4 positions of at least 32 channels.
+                        let fit = (caps.band_limit / (4 * c as u64)) as usize / 4 * 4;
+                        let max_chunk = fit.clamp(4, gram::MAX_CHUNK_POSITIONS);
+                        let chunks = positions.div_ceil(params.chunk_len(max_chunk));
+                        l.count(chunks);
+                        let mut chunk = |start: usize, len: usize| {
+                            let n = len.min(positions - start);
+                            let span = l.span(input, 4 * (start * c) as u64, 4 * (n * c) as u64);
+                            (span, TransposeParams::new(n, c, 0, len))
+                        };
+                        forward.extend(gram::pointwise_forward_plan(&params, max_chunk, &mut chunk, operands));
+                    } else {
+                        let whole = gram::whole_features(&params, l.whole(input));
+                        forward.extend(gram::pointwise_forward_plan(
+                            &params,
+                            gram::MAX_CHUNK_POSITIONS,
+                            whole,
+                            operands,
+                        ));
+                    }
                 }
                 Op::Gram { input, output, params } => {
-                    forward.push(Planned::dispatch::<gram::Forward>(&params, vec![buf(input), buf(output)]))
+                    // Summed band by band of rows: `=` for the first, `+=` for the others.
+                    let c = params.channels as usize;
+                    for (k, (n, mut operands)) in
+                        flat_bands(l, &[input], params.features_len(), tape.tensors[input].shape.0)
+                            .into_iter()
+                            .enumerate()
+                    {
+                        let band = GramParams { positions: (n / c) as u32, accumulate: (k > 0) as u32, ..params };
+                        operands.push(l.whole(output));
+                        forward.push(match gram::ForwardBlocked::suits(&params) {
+                            true => Planned::dispatch::<gram::ForwardBlocked>(&band, operands),
+                            false => Planned::dispatch::<gram::Forward>(&band, operands),
+                        });
+                    }
                 }
                 Op::SqDiff { input, target, slot, params } => {
-                    let operands = vec![buf(input), buf(target), partials];
-                    forward.push(Planned::dispatch::<sqdiff::Forward>(&params, operands));
+                    // Band by band of whole reduction blocks; the bands' partials lie end to end.
+                    let (len, band) = (params.len(), loss_band(l, params.len()));
+                    let banded = l.banded(input) || l.banded(target);
+                    let bands: Vec<(usize, usize)> = match banded {
+                        true => (0..len).step_by(band).map(|s| (s, band.min(len - s))).collect(),
+                        false => vec![(0, len)],
+                    };
+                    l.count(bands.len());
+                    for (start, n) in bands {
+                        let p = SqDiffParams { len: n as u32, ..params };
+                        let (first, count) = (partial_count(start), p.partials());
+                        let operands = match banded {
+                            true => vec![
+                                l.span(input, 4 * start as u64, 4 * n as u64),
+                                l.span(target, 4 * start as u64, 4 * n as u64),
+                                l.span_of(partials, 4 * first as u64, 4 * count as u64),
+                            ],
+                            false => vec![l.whole(input), l.whole(target), partials.into()],
+                        };
+                        forward.push(Planned::dispatch::<sqdiff::Forward>(&p, operands));
+                    }
                     let sum = reduce::ReduceParams::new(params.partials(), slot);
-                    forward.push(Planned::dispatch::<reduce::Sum>(&sum, vec![partials, losses]));
+                    forward.push(Planned::dispatch::<reduce::Sum>(&sum, vec![partials.into(), losses.into()]));
                 }
                 Op::Tv { input, slot, params } => {
-                    forward.push(Planned::dispatch::<tv::Forward>(&params, vec![buf(input), partials]));
+                    let image = l.unbanded(input, "the total variation");
+                    forward.push(Planned::dispatch::<tv::Forward>(&params, vec![image, partials.into()]));
                     let sum = reduce::ReduceParams::new(params.partials(), slot);
-                    forward.push(Planned::dispatch::<reduce::Sum>(&sum, vec![partials, losses]));
+                    forward.push(Planned::dispatch::<reduce::Sum>(&sum, vec![partials.into(), losses.into()]));
                 }
             }
         }
 
         let mut backward = Vec::new();
         for op in &tape.backward {
+            let l = &mut layout;
             match *op {
                 BackOp::SqDiff { input, target, grad, params } => {
-                    let operands = vec![buf(input), buf(target), buf(grad)];
-                    backward.push(Planned::dispatch::<sqdiff::Backward>(&params, operands));
+                    let len = params.len();
+                    let band = loss_band(l, len);
+                    if [input, target, grad].iter().any(|&t| l.banded(t)) {
+                        let bands: Vec<usize> = (0..len).step_by(band).collect();
+                        l.count(bands.len());
+                        for start in bands {
+                            let n = band.min(len - start);
+                            let p = SqDiffParams { len: n as u32, ..params };
+                            let operands =
+                                [input, target, grad].map(|t| l.span(t, 4 * start as u64, 4 * n as u64)).to_vec();
+                            backward.push(Planned::dispatch::<sqdiff::Backward>(&p, operands));
+                        }
+                    } else {
+                        let operands = vec![l.whole(input), l.whole(target), l.whole(grad)];
+                        backward.push(Planned::dispatch::<sqdiff::Backward>(&params, operands));
+                    }
                 }
                 BackOp::Tv { input, grad, params } => {
-                    backward.push(Planned::dispatch::<tv::Backward>(&params, vec![buf(input), buf(grad)]));
+                    let operands = vec![l.unbanded(input, "the total variation"), l.unbanded(grad, "its gradient")];
+                    backward.push(Planned::dispatch::<tv::Backward>(&params, operands));
                 }
                 BackOp::Gram { features, grad_gram, grad_features, params } if caps.gram_as_pointwise(&params) => {
-                    // dF = F x sym with sym = scale * (dG + dGᵀ): a pointwise conv.
+                    // dF = F x sym with sym = scale * (dG + dGᵀ): a pointwise conv, in bands of
+                    // rows when the map is too large for one binding.
                     let c = params.channels as usize;
-                    let sym = r.zeroed("gram symmetrized gradient", params.gram_len(), MemoryClass::Other);
-                    let zero = r.zeroed("gram zero bias", c, MemoryClass::Other);
-                    backward.push(Planned::dispatch::<gram::Symmetrize>(&params, vec![buf(grad_gram), sym]));
+                    let sym = r.zeroed("gram symmetrized gradient", params.gram_len(), MemoryClass::Other).into();
+                    let zero = r.zeroed("gram zero bias", c, MemoryClass::Other).into();
+                    backward.push(Planned::dispatch::<gram::Symmetrize>(&params, vec![l.whole(grad_gram), sym]));
                     let (positions, h) = (params.positions as usize, tape.tensors[features].shape.0);
                     let conv = Conv3x3Params::new(h, positions / h, c, c).with_accumulate(params.accumulate != 0);
-                    let operands = vec![sym, zero, buf(features), buf(grad_features)];
-                    backward.push(Planned::dispatch::<conv3x3_subgroup::Pointwise32>(&conv, operands));
+                    let banded = l.banded(features) || l.banded(grad_features);
+                    let row = 4 * (positions / h * c) as u64;
+                    let rows = if banded { l.band_rows(&[(row, 0)]) } else { h };
+                    let bands = conv.bands(rows, 0);
+                    l.count(bands.len());
+                    for b in bands {
+                        let (first, n) = (b.band_start as usize, b.band_rows as usize);
+                        let operands = match banded {
+                            true => {
+                                vec![sym, zero, l.rows(features, row, first, n), l.rows(grad_features, row, first, n)]
+                            }
+                            false => vec![sym, zero, l.whole(features), l.whole(grad_features)],
+                        };
+                        backward.push(Planned::dispatch::<conv3x3_subgroup::Pointwise32>(&b, operands));
+                    }
                 }
                 BackOp::Gram { features, grad_gram, grad_features, params } => {
-                    let operands = vec![buf(features), buf(grad_gram), buf(grad_features)];
-                    backward.push(Planned::dispatch::<gram::Backward>(&params, operands));
+                    let c = params.channels as usize;
+                    for (n, operands) in
+                        flat_bands(l, &[features, grad_features], params.features_len(), tape.tensors[features].shape.0)
+                    {
+                        let band = GramParams { positions: (n / c) as u32, ..params };
+                        // Bindings: features, grad_gram, grad_features.
+                        let operands = vec![operands[0], l.whole(grad_gram), operands[1]];
+                        backward.push(Planned::dispatch::<gram::Backward>(&band, operands));
+                    }
                 }
                 BackOp::MaxPool { input, grad_output, grad_input, params } => {
-                    let operands = vec![buf(input), buf(grad_output), buf(grad_input)];
-                    backward.push(if maxpool2::vec4_suits(&params) {
-                        Planned::dispatch::<maxpool2::Backward4>(&params, operands)
+                    let maps = [(input, true), (grad_output, false), (grad_input, true)];
+                    backward.extend(if maxpool2::vec4_suits(&params) {
+                        pool_pass::<maxpool2::Backward4>(l, &params, &maps)
                     } else {
-                        Planned::dispatch::<maxpool2::Backward>(&params, operands)
+                        pool_pass::<maxpool2::Backward>(l, &params, &maps)
                     });
                 }
                 BackOp::AvgPool { grad_output, grad_input, params } => {
-                    let operands = vec![buf(grad_output), buf(grad_input)];
-                    backward.push(Planned::dispatch::<avgpool2::Backward>(&params, operands));
+                    let maps = [(grad_output, false), (grad_input, true)];
+                    backward.extend(pool_pass::<avgpool2::Backward>(l, &params, &maps));
                 }
                 BackOp::Relu { output, grad_output, masked, params } => {
-                    let operands = vec![buf(output), buf(grad_output), buf(masked)];
-                    backward.push(if relu::Backward4::suits(&params) {
-                        Planned::dispatch::<relu::Backward4>(&params, operands)
-                    } else {
-                        Planned::dispatch::<relu::Backward>(&params, operands)
-                    });
+                    for (n, operands) in
+                        flat_bands(l, &[output, grad_output, masked], params.len(), tape.tensors[output].shape.0)
+                    {
+                        let band = ReluParams { len: n as u32, ..params };
+                        backward.push(match relu::Backward4::suits(&band) {
+                            true => Planned::dispatch::<relu::Backward4>(&band, operands),
+                            false => Planned::dispatch::<relu::Backward>(&band, operands),
+                        });
+                    }
                 }
                 BackOp::ConvInput { conv, masked, grad_input, params } => {
                     // The input gradient is a forward conv with flipped, transposed weights.
                     let zero = biases[&conv].1.expect("a zero bias planned for every gradient conv");
                     let gradient = params.input_gradient();
-                    backward.extend(conv_pass(
-                        &mut r,
-                        caps,
-                        conv,
-                        &gradient,
-                        true,
-                        [zero, buf(masked), buf(grad_input)],
-                    ));
+                    backward.extend(conv_pass(&mut r, l, conv, &gradient, true, zero, [masked, grad_input]));
                 }
             }
         }
@@ -470,13 +811,15 @@ impl Plan {
         let image_len = tape.tensors[tape.image].len;
         let rgba = r.zeroed("image rgba", pixels, MemoryClass::Other);
         let image_params = ImageParams::new(pixels);
-        let to_network = Planned::dispatch::<image::ToNetwork>(&image_params, vec![rgba, buf(tape.image)]);
-        let from_network = Planned::dispatch::<image::FromNetwork>(&image_params, vec![buf(tape.image), rgba]);
+        let image = layout.unbanded(tape.image, "the image conversion");
+        let to_network = Planned::dispatch::<image::ToNetwork>(&image_params, vec![rgba.into(), image]);
+        let from_network = Planned::dispatch::<image::FromNetwork>(&image_params, vec![image, rgba.into()]);
         // The optimiser reads a zero gradient where no loss reaches the image.
         let grad = match tape.image_grad() {
-            Some(g) => buf(g),
+            Some(g) => layout.unbanded(g, "the optimiser").id,
             None => r.zeroed("zero gradient", image_len, MemoryClass::Other),
         };
+        let (refusal, banded) = (layout.refusal, layout.banded);
 
         debug_assert_eq!(NETWORK_CHANNELS * pixels, image_len);
         Plan {
@@ -492,7 +835,14 @@ impl Plan {
             grad,
             height: tape.spec.height,
             width: tape.spec.width,
+            refusal,
+            banded,
         }
+    }
+
+    /// How many ops run in more than one band (0 when every map fits one binding).
+    pub fn banded_ops(&self) -> usize {
+        self.banded
     }
 
     /// The GPU memory of every resource, by class, and the largest buffer.
@@ -514,23 +864,42 @@ impl Plan {
         report
     }
 
-    /// Refuses a plan whose largest buffer exceeds the adapter's storage binding limit (before
-    /// anything is allocated, or any image resized to its size); returns its memory report.
+    /// Refuses, before anything is allocated (or any image resized to its size), a plan that
+    /// cannot run on the adapter: a tensor larger than its largest buffer, memory beyond what it
+    /// has (where known), or a map that cannot be banded. Returns its memory report.
     pub fn check_fits(&self) -> Result<MemoryReport> {
-        let memory = self.memory();
-        let limit = self.capabilities.binding_limit;
-        if memory.largest_buffer > limit {
-            return Err(Error::ImageSize {
+        self.check_fits_with(0)
+    }
+
+    /// [`Plan::check_fits`] for the plan and `extra` bytes of the optimiser's buffers.
+    pub fn check_fits_with(&self, extra: u64) -> Result<MemoryReport> {
+        let mut memory = self.memory();
+        memory.other += extra;
+        let caps = &self.capabilities;
+        let mib = |bytes: u64| bytes >> 20;
+        let message = if memory.largest_buffer > caps.buffer_limit {
+            Some(format!(
+                "needs a buffer of {} MiB, over this adapter's {} MiB buffer size limit",
+                mib(memory.largest_buffer),
+                mib(caps.buffer_limit)
+            ))
+        } else if let Some(limit) = caps.memory_limit.filter(|&m| memory.total() > m) {
+            Some(format!(
+                "needs {} MiB of GPU memory, over the {} MiB this adapter has",
+                mib(memory.total()),
+                mib(limit)
+            ))
+        } else {
+            self.refusal.clone()
+        };
+        match message {
+            Some(message) => Err(Error::ImageSize {
                 height: self.height,
                 width: self.width,
-                message: format!(
-                    "needs a buffer of {} MiB, over this adapter's {} MiB per binding; use a smaller size",
-                    memory.largest_buffer >> 20,
-                    limit >> 20
-                ),
-            });
+                message: format!("{message}; use a smaller size"),
+            }),
+            None => Ok(memory),
         }
-        Ok(memory)
     }
 
     /// (height, width) of the image.

@@ -117,10 +117,10 @@ impl Conv3x3Params {
         Conv3x3Params { in_channels: self.out_channels, out_channels: self.in_channels, relu: 0, ..*self }
     }
     /// The bands of at most `rows` output rows each that cover the map, in order (the last one
-    /// shorter when `rows` does not divide the height).
-    pub fn bands(&self, rows: usize) -> Vec<Self> {
+    /// shorter when `rows` does not divide the height), for taps reaching `halo` rows.
+    pub fn bands(&self, rows: usize, halo: usize) -> Vec<Self> {
         let (h, rows) = (self.height as usize, rows.max(1));
-        (0..h).step_by(rows).map(|start| self.with_band(start, rows.min(h - start), 1)).collect()
+        (0..h).step_by(rows).map(|start| self.with_band(start, rows.min(h - start), halo)).collect()
     }
 
     /// Multiply-adds times two, for GFLOP/s (the same for forward and input gradient).

@@ -202,28 +202,40 @@ pub fn pointwise_scratch_len(p: &GramParams, max_chunk: usize) -> usize {
 /// channels and its "input channels" the chunk's positions, `scratch` as both input and weights)
 /// adds `Fᵀ F` over the chunk into `gram` (`=` for the first chunk); then `gram.scale` applies the
 /// normaliser. `scratch` holds at least [`pointwise_scratch_len`] floats, `zero_bias` at least
-/// `channels` zeros.
+/// `channels` zeros. `chunk(start, len)` gives the features operand of the chunk of `len`
+/// positions from `start` and the transpose's params ([`whole_features`] for features bound whole;
+/// a map too large for one binding binds each chunk's positions alone).
 pub fn pointwise_forward_plan<R: Clone>(
     p: &GramParams,
     max_chunk: usize,
-    [features, gram, scratch, zero_bias]: [R; 4],
+    mut chunk: impl FnMut(usize, usize) -> (R, super::transpose::TransposeParams),
+    [gram, scratch, zero_bias]: [R; 3],
 ) -> Vec<crate::gpu::Planned<R>> {
     use super::conv3x3::Conv3x3Params;
     use super::conv3x3_subgroup::Pointwise32;
-    use super::transpose::{self, TransposeParams};
+    use super::transpose;
     use crate::gpu::Planned;
     let (positions, c) = (p.positions as usize, p.channels as usize);
     let len = p.chunk_len(max_chunk);
     let mut plan = Vec::new();
     for (k, start) in (0..positions).step_by(len).enumerate() {
-        let t = TransposeParams::new(positions, c, start, len);
-        plan.push(Planned::dispatch::<transpose::Forward>(&t, vec![features.clone(), scratch.clone()]));
+        let (features, t) = chunk(start, len);
+        plan.push(Planned::dispatch::<transpose::Forward>(&t, vec![features, scratch.clone()]));
         let conv = Conv3x3Params::new(1, c, len, c).with_accumulate(k > 0);
         let operands = vec![scratch.clone(), zero_bias.clone(), scratch.clone(), gram.clone()];
         plan.push(Planned::dispatch::<Pointwise32>(&conv, operands));
     }
     plan.push(Planned::dispatch::<Scale>(p, vec![gram]));
     plan
+}
+
+/// The chunks of [`pointwise_forward_plan`] from `features` bound whole.
+pub fn whole_features<R: Clone>(
+    p: &GramParams,
+    features: R,
+) -> impl FnMut(usize, usize) -> (R, super::transpose::TransposeParams) {
+    let (positions, c) = (p.positions as usize, p.channels as usize);
+    move |start, len| (features.clone(), super::transpose::TransposeParams::new(positions, c, start, len))
 }
 
 /// [`pointwise_forward_plan`] bound to buffers.
@@ -235,7 +247,8 @@ pub fn pointwise_forward_steps(
     buffers: [&wgpu::Buffer; 4],
 ) -> crate::Result<Vec<crate::gpu::Step>> {
     use crate::gpu::{Command, Resource};
-    let plan = pointwise_forward_plan(p, max_chunk, buffers.map(Resource::Buffer));
+    let [features, gram, scratch, zero_bias] = buffers.map(Resource::Buffer);
+    let plan = pointwise_forward_plan(p, max_chunk, whole_features(p, features), [gram, scratch, zero_bias]);
     let commands = crate::gpu::bind_all(gpu, library, plan)?;
     Ok(commands
         .into_iter()

@@ -103,6 +103,12 @@ fn dot_steps(
 }
 
 impl Lbfgs {
+    /// Bytes of GPU memory L-BFGS needs for an image of `len` values: `2 * history` correction
+    /// vectors, the direction, the previous image and gradient (the scalars are a few bytes).
+    pub fn bytes(config: &LbfgsConfig, len: usize) -> u64 {
+        (2 * config.history.max(1) as u64 + 3) * 4 * len as u64
+    }
+
     /// Buffers and commands for `engine`'s image: `2 * history` correction vectors, the direction,
     /// the previous image and gradient, the scalars.
     pub fn new(

@@ -63,7 +63,8 @@ pub fn check_output_size(
 /// [`Engine::check_fits`], with the largest size of the same aspect ratio that fits in the
 /// refusal.
 fn check_fits(gpu: &Gpu, library: &KernelLibrary, options: &RenderOptions, tape: &Tape) -> Result<()> {
-    match Engine::check_fits(gpu, library, tape) {
+    let plan = crate::net::plan::Plan::new(tape, &crate::net::plan::Capabilities::of(gpu, library));
+    match plan.check_fits_with(options.optimiser_bytes(tape.spec.height * tape.spec.width)) {
         Ok(_) => Ok(()),
         Err(Error::ImageSize { height, width, message }) => {
             let largest = match largest_fitting_size(gpu, library, options, (width, height)) {
@@ -93,8 +94,10 @@ pub fn largest_fitting_size(
     let at = |edge: usize| Size::LongEdge(edge).of(width, height);
     let fits = |edge: usize| {
         let (w, h) = at(edge);
-        Tape::build(&options.loss_spec(w, h))
-            .is_ok_and(|tape| crate::net::plan::Plan::new(&tape, &caps).check_fits().is_ok())
+        Tape::build(&options.loss_spec(w, h)).is_ok_and(|tape| {
+            let extra = options.optimiser_bytes(w * h);
+            crate::net::plan::Plan::new(&tape, &caps).check_fits_with(extra).is_ok()
+        })
     };
     // The smallest long edge whose short side the layers take.
     let need = options.min_side().ok()?;

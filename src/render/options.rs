@@ -353,6 +353,15 @@ impl Default for RenderOptions {
 }
 
 impl RenderOptions {
+    /// Bytes of GPU memory the optimiser needs for an image of `pixels` pixels.
+    pub fn optimiser_bytes(&self, pixels: usize) -> u64 {
+        let len = crate::ops::image::NETWORK_CHANNELS * pixels;
+        match self.optimizer {
+            Optimizer::Adam => crate::optim::Adam::bytes(len),
+            Optimizer::Lbfgs => crate::optim::Lbfgs::bytes(&self.lbfgs, len),
+        }
+    }
+
     /// The loss of a render of `width x height` with every layer's factor 1: each content layer
     /// weighted `content_weight / layers`, each style layer `style_weight / layers` (the means
     /// over layers).
