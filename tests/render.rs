@@ -268,6 +268,27 @@ fn an_image_smaller_than_the_layers_need_is_refused() {
 }
 
 #[test]
+fn a_1024_px_render_larger_than_one_binding_completes_coarse_to_fine_in_bands() {
+    // relu1_1 at 1024x1024 is 256 MiB, twice lavapipe's 128 MiB binding limit: the plan bands
+    // every map of conv1 and conv2. The default scales are 512, 724 and 1024, one iteration each.
+    let dir = scratch("print");
+    let (out, log) = (dir.join("out.png"), dir.join("log.jsonl"));
+    let args = ["render", "examples/astronaut.png", STYLE, "-o", out.to_str().unwrap(), "--size", "1024"];
+    let run = nst(&[&args[..], &["--iterations", "2", "--log", log.to_str().unwrap()]].concat(), &[]);
+    let said = messages(&run).join("\n");
+    assert!(run.status.success(), "{said}");
+    assert!(said.contains("1024x1024 px"), "{said}");
+    assert!(said.contains("scales 512x512 x 1, 724x724 x 1, 1024x1024 x 1"), "{said}");
+    let lines = read_log(&log);
+    assert_eq!(lines.len(), 3, "one iteration per scale:\n{said}");
+    for line in &lines {
+        assert!(line["total"].as_f64().is_some_and(|t| t.is_finite() && t > 0.0), "{line}");
+    }
+    let rendered = image::open(&out).unwrap().to_rgb8();
+    assert_eq!(rendered.dimensions(), (1024, 1024));
+}
+
+#[test]
 fn a_size_too_large_for_the_adapter_is_refused_before_allocating() {
     // Refused before anything is allocated or resized to that size: in moments, not minutes.
     let start = std::time::Instant::now();
