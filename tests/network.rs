@@ -242,6 +242,42 @@ fn the_gradient_of_a_network_run_in_small_bands_matches_the_cpu_reference() {
 }
 
 #[test]
+fn a_plan_in_bands_binds_every_map_in_pieces_within_the_limit_at_aligned_offsets() {
+    // No GPU: the portable kernels' plan, with a band limit a tenth of relu1_1.
+    let tape = Tape::build(&style_spec(32, 44, Pooling::Max)).unwrap();
+    let caps = Capabilities::portable().with_band_limit(SMALL_BANDS);
+    let plan = Plan::new(&tape, &caps);
+    plan.check_fits().unwrap();
+    assert!(plan.banded_ops() >= 20, "only {} ops banded", plan.banded_ops());
+    let maps: std::collections::HashSet<usize> = tape
+        .tensors
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.shape.2 > 1 || t.kind == nst::net::tape::TensorKind::Masked)
+        .map(|(i, _)| plan.tensors[i])
+        .collect();
+    let mut ranges = 0;
+    for command in plan.forward.iter().chain(&plan.backward) {
+        let nst::gpu::Planned::Dispatch { kernel, operands, .. } = command else { continue };
+        for o in operands {
+            let bytes = match o.range {
+                Some((offset, size)) => {
+                    assert!(offset.is_multiple_of(caps.offset_alignment), "{kernel:?} binds {o:?} unaligned");
+                    assert!(offset + size <= plan.resources[o.id].bytes(), "{kernel:?} binds {o:?} past its end");
+                    ranges += 1;
+                    size
+                }
+                None => plan.resources[o.id].bytes(),
+            };
+            if maps.contains(&o.id) {
+                assert!(bytes <= SMALL_BANDS, "{kernel:?} binds {bytes} bytes of {}", plan.resources[o.id].label);
+            }
+        }
+    }
+    assert!(ranges > 100, "{ranges} ranges");
+}
+
+#[test]
 fn banded_and_unbanded_runs_give_the_same_losses_and_a_banded_run_repeats_bit_for_bit() {
     let Some((gpu, lib)) = common::gpu() else {
         return;

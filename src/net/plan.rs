@@ -323,7 +323,7 @@ impl Layout<'_> {
     /// Bytes `offset..offset + size` of resource `id`, which must be aligned for a binding.
     fn span_of(&mut self, id: ResourceId, offset: u64, size: u64) -> Operand {
         if !offset.is_multiple_of(self.caps.offset_alignment) && self.refusal.is_none() {
-            self.refusal = Some(format!("a band at byte {offset} of {} cannot be bound", id));
+            self.refusal = Some(format!("a band at byte {offset} of resource {id} is not aligned for a binding"));
         }
         Operand { id, range: Some((offset, size)) }
     }
