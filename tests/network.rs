@@ -278,6 +278,34 @@ fn a_plan_in_bands_binds_every_map_in_pieces_within_the_limit_at_aligned_offsets
 }
 
 #[test]
+fn at_print_sizes_every_binding_of_the_plan_fits_a_128_mib_binding_limit() {
+    // No GPU: lavapipe's limits with each kernel choice, at sizes up to the strongest peer's.
+    let limit = 128 << 20;
+    let base = Capabilities { binding_limit: limit, band_limit: limit, offset_alignment: 32, ..Capabilities::portable() };
+    let subgroups = Capabilities { subgroup_conv: true, pointwise_gram: true, ..base };
+    let textures = Capabilities { texture_conv: Some(16384), subgroup_gram: true, ..subgroups };
+    let options = nst::render::RenderOptions::default();
+    for (w, h) in [(1448, 1448), (2048, 2048), (2896, 2172)] {
+        let tape = Tape::build(&options.loss_spec(w, h)).unwrap();
+        for caps in [base, subgroups, textures] {
+            let plan = Plan::new(&tape, &caps);
+            plan.check_fits().unwrap();
+            for command in plan.forward.iter().chain(&plan.backward).chain([&plan.to_network, &plan.from_network]) {
+                let nst::gpu::Planned::Dispatch { kernel, operands, .. } = command else { continue };
+                for o in operands {
+                    let r = &plan.resources[o.id];
+                    if matches!(r.shape, nst::net::plan::Shape::Texture(..)) {
+                        continue;
+                    }
+                    let bytes = o.range.map_or(r.bytes(), |(_, size)| size);
+                    assert!(bytes <= limit, "{w}x{h}: {kernel:?} binds {} MiB of {}", bytes >> 20, r.label);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn banded_and_unbanded_runs_give_the_same_losses_and_a_banded_run_repeats_bit_for_bit() {
     let Some((gpu, lib)) = common::gpu() else {
         return;

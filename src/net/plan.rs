@@ -510,6 +510,14 @@ fn flat_bands(layout: &mut Layout, maps: &[TensorId], elements: usize, height: u
         .collect()
 }
 
+/// The most positions per chunk of a Gram forward as a pointwise conv on this device: at most
+/// [`gram::MAX_CHUNK_POSITIONS`], and few enough that a chunk's transposed features (the scratch
+/// buffer, bound whole) and a chunk of a banded map fit one binding; a multiple of 4.
+fn pointwise_max_chunk(caps: &Capabilities, params: &GramParams) -> usize {
+    let fit = (caps.band_limit / (4 * params.channels as u64)).min(usize::MAX as u64) as usize / 4 * 4;
+    fit.clamp(4, gram::MAX_CHUNK_POSITIONS)
+}
+
 /// The elements per band of a loss over a tensor of `len` elements too large for one binding:
 /// whole blocks of the reduction, so each band's partial sums start at an aligned offset right
 /// after the previous band's, and the partials of all bands sum in one reduction, in order.
@@ -592,7 +600,8 @@ impl Plan {
             .iter()
             .filter_map(|op| match op {
                 Op::Gram { input, params, .. } if caps.gram_as_pointwise(params) && sliced(*input).is_none() => {
-                    Some((gram::pointwise_scratch_len(params, gram::MAX_CHUNK_POSITIONS), params.channels as usize))
+                    let max_chunk = pointwise_max_chunk(caps, params);
+                    Some((gram::pointwise_scratch_len(params, max_chunk), params.channels as usize))
                 }
                 _ => None,
             })
@@ -640,11 +649,10 @@ impl Plan {
                     let (scratch, zero) = pointwise_scratch.expect("scratch planned for every pointwise Gram");
                     let operands = [l.whole(output), scratch.into(), zero.into()];
                     let (positions, c) = (params.positions as usize, params.channels as usize);
+                    let max_chunk = pointwise_max_chunk(caps, &params);
                     if l.banded(input) {
                         // Each chunk binds its own positions: a whole number of vec4s, at offsets
                         // of a multiple of 4 positions of at least 32 channels.
-                        let fit = (caps.band_limit / (4 * c as u64)) as usize / 4 * 4;
-                        let max_chunk = fit.clamp(4, gram::MAX_CHUNK_POSITIONS);
                         let chunks = positions.div_ceil(params.chunk_len(max_chunk));
                         l.count(chunks);
                         let mut chunk = |start: usize, len: usize| {
@@ -655,12 +663,7 @@ impl Plan {
                         forward.extend(gram::pointwise_forward_plan(&params, max_chunk, &mut chunk, operands));
                     } else {
                         let whole = gram::whole_features(&params, l.whole(input));
-                        forward.extend(gram::pointwise_forward_plan(
-                            &params,
-                            gram::MAX_CHUNK_POSITIONS,
-                            whole,
-                            operands,
-                        ));
+                        forward.extend(gram::pointwise_forward_plan(&params, max_chunk, whole, operands));
                     }
                 }
                 Op::Gram { input, output, params } => {
