@@ -281,7 +281,8 @@ fn a_plan_in_bands_binds_every_map_in_pieces_within_the_limit_at_aligned_offsets
 fn at_print_sizes_every_binding_of_the_plan_fits_a_128_mib_binding_limit() {
     // No GPU: lavapipe's limits with each kernel choice, at sizes up to the strongest peer's.
     let limit = 128 << 20;
-    let base = Capabilities { binding_limit: limit, band_limit: limit, offset_alignment: 32, ..Capabilities::portable() };
+    let base =
+        Capabilities { binding_limit: limit, band_limit: limit, offset_alignment: 32, ..Capabilities::portable() };
     let subgroups = Capabilities { subgroup_conv: true, pointwise_gram: true, ..base };
     let textures = Capabilities { texture_conv: Some(16384), subgroup_gram: true, ..subgroups };
     let options = nst::render::RenderOptions::default();

@@ -61,8 +61,8 @@ fn step(command: Command) -> Step {
 
 impl<'g> Engine<'g> {
     /// Plans `tape` for this device, then allocates every resource and binds every command.
-    /// Refuses, before allocating, a size whose largest buffer exceeds the adapter's storage
-    /// binding limit.
+    /// Refuses, before allocating, a size the plan cannot run ([`Plan::check_fits`]: a tensor past
+    /// the adapter's largest buffer, memory past what it has, a map that cannot be banded).
     pub fn new(gpu: &'g Gpu, library: &KernelLibrary, weights: &Vgg19Weights, tape: Tape) -> Result<Engine<'g>> {
         Self::with_capabilities(gpu, library, weights, tape, &Capabilities::of(gpu, library))
     }
@@ -157,8 +157,9 @@ impl<'g> Engine<'g> {
         Ok(Engine { gpu, tape, plan, resources, forward, backward, to_network, from_network })
     }
 
-    /// Refuses, before anything is allocated (or any image resized to it), a tape whose largest
-    /// buffer exceeds the adapter's storage binding limit; returns its memory report.
+    /// Refuses, before anything is allocated (or any image resized to it), a tape this device
+    /// cannot run ([`Plan::check_fits`], without the optimiser's buffers); returns its memory
+    /// report.
     pub fn check_fits(gpu: &Gpu, library: &KernelLibrary, tape: &Tape) -> Result<MemoryReport> {
         Plan::new(tape, &Capabilities::of(gpu, library)).check_fits()
     }
