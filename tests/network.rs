@@ -155,40 +155,41 @@ fn cpu_setup(tape: &Tape, style: &[u32], content: &[u32]) -> (CpuNet<f64>, Vec<V
     (cpu, values)
 }
 
+/// Runs `engine` on seeded pictures of its tape's size and holds its losses and d loss / d image to
+/// the CPU reference executing the same tape in f64; returns the largest gradient error over the
+/// largest gradient.
+fn assert_matches_cpu(engine: &Engine, what: &str) -> f64 {
+    let tape = &engine.tape;
+    let (h, w) = engine.size();
+    let (style, content, x) = (picture(h, w, 2), picture(h, w, 3), picture(h, w, 4));
+    let (losses, grad) = gpu_loss_and_gradient(engine, tape, &style, &content, &x);
+
+    let (cpu, mut values) = cpu_setup(tape, &style, &content);
+    values[tape.image] = network_image(&x);
+    let want_losses = cpu.forward(tape, &mut values);
+    cpu.backward(tape, &mut values);
+    let want = &values[tape.image_grad().unwrap()];
+
+    for (i, term) in tape.losses.iter().enumerate() {
+        let which = format!("loss {:?} {} ({what})", term.kind, term.layer);
+        assert_close(&which, &losses[i..=i], &want_losses[i..=i], &[1], 0.0, 1e-4);
+    }
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0);
+    assert_close(&format!("d loss / d image ({what}) {h}x{w}"), &grad, want, &[h, w, 4], 1e-4 * scale, 1e-3);
+    grad.iter().zip(want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max) / scale
+}
+
 #[test]
 fn the_gradient_of_the_full_loss_through_vgg19_matches_the_cpu_reference() {
     let Some((gpu, lib)) = common::gpu() else {
         return;
     };
-    let (h, w) = (32, 44);
     for pooling in [Pooling::Max, Pooling::Avg] {
-        let tape = Tape::build(&style_spec(h, w, pooling)).unwrap();
-        let engine = Engine::new(gpu, lib, weights(), tape.clone()).unwrap();
-        let (style, content, x) = (picture(h, w, 2), picture(h, w, 3), picture(h, w, 4));
-        let (losses, grad) = gpu_loss_and_gradient(&engine, &tape, &style, &content, &x);
-
-        let (cpu, mut values) = cpu_setup(&tape, &style, &content);
-        values[tape.image] = network_image(&x);
-        let want_losses = cpu.forward(&tape, &mut values);
-        cpu.backward(&tape, &mut values);
-        let want = &values[tape.image_grad().unwrap()];
-
-        for (i, term) in tape.losses.iter().enumerate() {
-            let what = format!("loss {:?} {} ({pooling:?} pooling)", term.kind, term.layer);
-            assert_close(&what, &losses[i..=i], &want_losses[i..=i], &[1], 0.0, 1e-4);
-        }
-        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        assert!(scale > 0.0);
-        assert_close(
-            &format!("d loss / d image ({pooling:?} pooling) {h}x{w}"),
-            &grad,
-            want,
-            &[h, w, 4],
-            1e-4 * scale,
-            1e-3,
-        );
-        let worst = grad.iter().zip(want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
-        println!("gradient ({pooling:?} pooling): largest error / largest gradient = {:.3e}", worst / scale);
+        let tape = Tape::build(&style_spec(32, 44, pooling)).unwrap();
+        let engine = Engine::new(gpu, lib, weights(), tape).unwrap();
+        let worst = assert_matches_cpu(&engine, &format!("{pooling:?} pooling"));
+        println!("gradient ({pooling:?} pooling): largest error / largest gradient = {worst:.3e}");
     }
 }
 
@@ -213,31 +214,16 @@ fn the_gradient_of_a_network_run_in_small_bands_matches_the_cpu_reference() {
     let Some((gpu, lib)) = common::gpu() else {
         return;
     };
-    let (h, w) = (32, 44);
     for ((name, caps), pooling) in kernel_variants(gpu, lib).into_iter().zip([Pooling::Max, Pooling::Avg, Pooling::Max])
     {
-        let tape = Tape::build(&style_spec(h, w, pooling)).unwrap();
+        let tape = Tape::build(&style_spec(32, 44, pooling)).unwrap();
         let caps = caps.with_band_limit(SMALL_BANDS);
         let plan = Plan::new(&tape, &caps);
         assert!(plan.banded_ops() >= 20, "only {} ops banded", plan.banded_ops());
         plan.check_fits().unwrap();
-        let engine = Engine::with_capabilities(gpu, lib, weights(), tape.clone(), &caps).unwrap();
-        let (style, content, x) = (picture(h, w, 2), picture(h, w, 3), picture(h, w, 4));
-        let (losses, grad) = gpu_loss_and_gradient(&engine, &tape, &style, &content, &x);
-
-        let (cpu, mut values) = cpu_setup(&tape, &style, &content);
-        values[tape.image] = network_image(&x);
-        let want_losses = cpu.forward(&tape, &mut values);
-        cpu.backward(&tape, &mut values);
-        let want = &values[tape.image_grad().unwrap()];
+        let engine = Engine::with_capabilities(gpu, lib, weights(), tape, &caps).unwrap();
         // The tolerances of the unbanded test above.
-        for (i, term) in tape.losses.iter().enumerate() {
-            let what = format!("banded loss {:?} {} ({pooling:?} pooling, {name})", term.kind, term.layer);
-            assert_close(&what, &losses[i..=i], &want_losses[i..=i], &[1], 0.0, 1e-4);
-        }
-        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let what = format!("banded d loss / d image ({pooling:?} pooling, {name}) {h}x{w}");
-        assert_close(&what, &grad, want, &[h, w, 4], 1e-4 * scale, 1e-3);
+        assert_matches_cpu(&engine, &format!("in bands, {pooling:?} pooling, {name}"));
     }
 }
 

@@ -3,7 +3,7 @@
 //! whose only readback is the loss values. Every decision (which kernel, which buffer) is the
 //! plan's; the engine executes it in a loop.
 
-use super::plan::{Capabilities, Fill, MemoryReport, Operand, Plan, Shape};
+use super::plan::{Capabilities, Fill, Operand, Plan, Shape};
 use super::tape::{LossKind, Tape, TensorId};
 use super::weights::Vgg19Weights;
 use crate::error::{Error, Result};
@@ -155,13 +155,6 @@ impl<'g> Engine<'g> {
         let to_network = step(bind(&plan.to_network)?);
         let from_network = step(bind(&plan.from_network)?);
         Ok(Engine { gpu, tape, plan, resources, forward, backward, to_network, from_network })
-    }
-
-    /// Refuses, before anything is allocated (or any image resized to it), a tape this device
-    /// cannot run ([`Plan::check_fits`], without the optimiser's buffers); returns its memory
-    /// report.
-    pub fn check_fits(gpu: &Gpu, library: &KernelLibrary, tape: &Tape) -> Result<MemoryReport> {
-        Plan::new(tape, &Capabilities::of(gpu, library)).check_fits()
     }
 
     /// The plan this engine executes.

@@ -311,19 +311,18 @@ impl Layout<'_> {
 
     /// Bytes `offset..offset + size` of tensor `t`, which must be aligned for a binding.
     fn span(&mut self, t: TensorId, offset: u64, size: u64) -> Operand {
-        if !offset.is_multiple_of(self.caps.offset_alignment) && self.refusal.is_none() {
-            self.refusal = Some(format!(
-                "{} would be bound in bands at offsets this adapter cannot bind (byte {offset}, not a multiple of {})",
-                self.tape.tensors[t].name, self.caps.offset_alignment
-            ));
-        }
-        Operand { id: self.tensors[t], range: Some((offset, size)) }
+        let name = self.tape.tensors[t].name.clone();
+        self.span_of(self.tensors[t], &name, offset, size)
     }
 
-    /// Bytes `offset..offset + size` of resource `id`, which must be aligned for a binding.
-    fn span_of(&mut self, id: ResourceId, offset: u64, size: u64) -> Operand {
+    /// Bytes `offset..offset + size` of resource `id` (holding `what`), which must be aligned for
+    /// a binding.
+    fn span_of(&mut self, id: ResourceId, what: &str, offset: u64, size: u64) -> Operand {
         if !offset.is_multiple_of(self.caps.offset_alignment) && self.refusal.is_none() {
-            self.refusal = Some(format!("a band at byte {offset} of resource {id} is not aligned for a binding"));
+            self.refusal = Some(format!(
+                "{what} would be bound in bands at offsets this adapter cannot bind (byte {offset}, not a multiple of {})",
+                self.caps.offset_alignment
+            ));
         }
         Operand { id, range: Some((offset, size)) }
     }
@@ -518,13 +517,14 @@ fn pointwise_max_chunk(caps: &Capabilities, params: &GramParams) -> usize {
     fit.clamp(4, gram::MAX_CHUNK_POSITIONS)
 }
 
-/// The elements per band of a loss over a tensor of `len` elements too large for one binding:
-/// whole blocks of the reduction, so each band's partial sums start at an aligned offset right
+/// The bands (first element, elements) of a loss over a tensor of `len` elements too large for
+/// one binding: whole blocks of the reduction, so each band's partial sums start at an aligned offset right
 /// after the previous band's, and the partials of all bands sum in one reduction, in order.
-fn loss_band(layout: &Layout, len: usize) -> usize {
+fn loss_bands(layout: &Layout, len: usize) -> Vec<(usize, usize)> {
     let block = REDUCE_BLOCK * (layout.caps.offset_alignment as usize / 4).max(1);
     let fit = (layout.caps.band_limit / 4) as usize / block * block;
-    fit.max(block).min(len.next_multiple_of(block))
+    let band = fit.max(block).min(len.next_multiple_of(block));
+    (0..len).step_by(band).map(|start| (start, band.min(len - start))).collect()
 }
 
 impl Plan {
@@ -684,11 +684,10 @@ impl Plan {
                 }
                 Op::SqDiff { input, target, slot, params } => {
                     // Band by band of whole reduction blocks; the bands' partials lie end to end.
-                    let (len, band) = (params.len(), loss_band(l, params.len()));
                     let banded = l.banded(input) || l.banded(target);
-                    let bands: Vec<(usize, usize)> = match banded {
-                        true => (0..len).step_by(band).map(|s| (s, band.min(len - s))).collect(),
-                        false => vec![(0, len)],
+                    let bands = match banded {
+                        true => loss_bands(l, params.len()),
+                        false => vec![(0, params.len())],
                     };
                     l.count(bands.len());
                     for (start, n) in bands {
@@ -698,7 +697,7 @@ impl Plan {
                             true => vec![
                                 l.span(input, 4 * start as u64, 4 * n as u64),
                                 l.span(target, 4 * start as u64, 4 * n as u64),
-                                l.span_of(partials, 4 * first as u64, 4 * count as u64),
+                                l.span_of(partials, "the loss partials", 4 * first as u64, 4 * count as u64),
                             ],
                             false => vec![l.whole(input), l.whole(target), partials.into()],
                         };
@@ -721,13 +720,10 @@ impl Plan {
             let l = &mut layout;
             match *op {
                 BackOp::SqDiff { input, target, grad, params } => {
-                    let len = params.len();
-                    let band = loss_band(l, len);
                     if [input, target, grad].iter().any(|&t| l.banded(t)) {
-                        let bands: Vec<usize> = (0..len).step_by(band).collect();
+                        let bands = loss_bands(l, params.len());
                         l.count(bands.len());
-                        for start in bands {
-                            let n = band.min(len - start);
+                        for (start, n) in bands {
                             let p = SqDiffParams { len: n as u32, ..params };
                             let operands =
                                 [input, target, grad].map(|t| l.span(t, 4 * start as u64, 4 * n as u64)).to_vec();

@@ -60,7 +60,8 @@ pub fn check_output_size(
     check_fits(gpu, library, options, &Tape::build(&options.loss_spec(width, height))?)
 }
 
-/// [`Engine::check_fits`], with the largest size of the same aspect ratio that fits in the
+/// [`Plan::check_fits_with`](crate::net::plan::Plan::check_fits_with) for `tape` on this device
+/// with the optimiser's buffers, with the largest size of the same aspect ratio that fits in the
 /// refusal.
 fn check_fits(gpu: &Gpu, library: &KernelLibrary, options: &RenderOptions, tape: &Tape) -> Result<()> {
     let plan = crate::net::plan::Plan::new(tape, &crate::net::plan::Capabilities::of(gpu, library));
