@@ -5,6 +5,7 @@
 
 use crate::gpu::{Gpu, KernelLibrary, KernelSources, ShaderSource};
 use crate::ops::conv3x3_subgroup::{self, Operands};
+use crate::ops::winograd;
 
 /// One file of `shaders/`.
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +58,8 @@ pub struct GeneratedShader {
     pub template: &'static str,
     /// The WGSL for a given smallest subgroup size.
     pub generate: fn(usize) -> String,
+    /// Whether it needs subgroup operations (else every adapter builds it).
+    pub subgroups: bool,
 }
 
 fn conv_co16(sg: usize) -> String {
@@ -83,19 +86,73 @@ fn gram_subgroup(_sg: usize) -> String {
     crate::ops::gram_subgroup::instantiate()
 }
 
-const CONV_TEMPLATE: &str = "shaders/conv3x3_subgroup.wgsl.tmpl";
+fn winograd_f2(_sg: usize) -> String {
+    winograd::instantiate_transforms(2)
+}
 
-/// Every generated shader; built only on adapters with subgroup operations.
+fn winograd_f4(_sg: usize) -> String {
+    winograd::instantiate_transforms(4)
+}
+
+fn winograd_gemm_subgroup(sg: usize) -> String {
+    winograd::instantiate_gemm(winograd::GemmFlavour::Subgroup, sg)
+}
+
+fn winograd_gemm(sg: usize) -> String {
+    winograd::instantiate_gemm(winograd::GemmFlavour::Portable, sg)
+}
+
+const CONV_TEMPLATE: &str = "shaders/conv3x3_subgroup.wgsl.tmpl";
+const WINOGRAD_TEMPLATE: &str = "shaders/winograd.wgsl.tmpl";
+const WINOGRAD_GEMM_TEMPLATE: &str = "shaders/winograd_gemm.wgsl.tmpl";
+
+/// Every generated shader; those that need subgroups are built only on adapters with subgroup
+/// operations.
 pub const GENERATED: &[GeneratedShader] = &[
-    GeneratedShader { name: "conv3x3_subgroup_co16", template: CONV_TEMPLATE, generate: conv_co16 },
-    GeneratedShader { name: "conv3x3_subgroup_co4", template: CONV_TEMPLATE, generate: conv_co4 },
-    GeneratedShader { name: "conv3x3_subgroup_tex_co16", template: CONV_TEMPLATE, generate: conv_tex_co16 },
-    GeneratedShader { name: "conv3x3_subgroup_tex_co4", template: CONV_TEMPLATE, generate: conv_tex_co4 },
-    GeneratedShader { name: "conv1x1_subgroup_co32", template: CONV_TEMPLATE, generate: conv1x1_co32 },
+    GeneratedShader { name: "conv3x3_subgroup_co16", template: CONV_TEMPLATE, generate: conv_co16, subgroups: true },
+    GeneratedShader { name: "conv3x3_subgroup_co4", template: CONV_TEMPLATE, generate: conv_co4, subgroups: true },
+    GeneratedShader {
+        name: "conv3x3_subgroup_tex_co16",
+        template: CONV_TEMPLATE,
+        generate: conv_tex_co16,
+        subgroups: true,
+    },
+    GeneratedShader {
+        name: "conv3x3_subgroup_tex_co4",
+        template: CONV_TEMPLATE,
+        generate: conv_tex_co4,
+        subgroups: true,
+    },
+    GeneratedShader { name: "conv1x1_subgroup_co32", template: CONV_TEMPLATE, generate: conv1x1_co32, subgroups: true },
     GeneratedShader {
         name: crate::ops::gram_subgroup::SHADER,
         template: "shaders/gram_subgroup.wgsl.tmpl",
         generate: gram_subgroup,
+        subgroups: true,
+    },
+    GeneratedShader {
+        name: winograd::transforms_shader(2),
+        template: WINOGRAD_TEMPLATE,
+        generate: winograd_f2,
+        subgroups: false,
+    },
+    GeneratedShader {
+        name: winograd::transforms_shader(4),
+        template: WINOGRAD_TEMPLATE,
+        generate: winograd_f4,
+        subgroups: false,
+    },
+    GeneratedShader {
+        name: winograd::gemm_shader(winograd::GemmFlavour::Subgroup),
+        template: WINOGRAD_GEMM_TEMPLATE,
+        generate: winograd_gemm_subgroup,
+        subgroups: true,
+    },
+    GeneratedShader {
+        name: winograd::gemm_shader(winograd::GemmFlavour::Portable),
+        template: WINOGRAD_GEMM_TEMPLATE,
+        generate: winograd_gemm,
+        subgroups: false,
     },
 ];
 
@@ -104,16 +161,23 @@ pub const GENERATED: &[GeneratedShader] = &[
 pub fn sources(subgroup_size: Option<u32>) -> KernelSources {
     let mut modules: Vec<ShaderSource> =
         FILES.iter().map(|f| ShaderSource { name: f.name, label: f.path(), source: f.source.into() }).collect();
-    if let Some(sg) = subgroup_size {
-        for g in GENERATED {
-            let label = format!("{} as {} (subgroup size {sg})", g.template, g.name);
-            modules.push(ShaderSource { name: g.name, label, source: (g.generate)(sg as usize).into() });
+    for g in GENERATED {
+        match (subgroup_size, g.subgroups) {
+            (Some(sg), _) => {
+                let label = format!("{} as {} (subgroup size {sg})", g.template, g.name);
+                modules.push(ShaderSource { name: g.name, label, source: (g.generate)(sg as usize).into() });
+            }
+            (None, false) => {
+                let label = format!("{} as {}", g.template, g.name);
+                modules.push(ShaderSource { name: g.name, label, source: (g.generate)(1).into() });
+            }
+            (None, true) => {}
         }
     }
     KernelSources {
         modules,
         entry_points: crate::ops::ENTRY_POINTS,
-        optional: GENERATED.iter().map(|g| g.name).collect(),
+        optional: GENERATED.iter().filter(|g| g.subgroups).map(|g| g.name).collect(),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod sqdiff;
 pub mod transpose;
 pub mod tv;
 pub mod vector;
+pub mod winograd;
 
 use crate::gpu::EntryPoint;
 use crate::gpu::Kernel;
@@ -60,6 +61,12 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     vector::StepClamped::ENTRY,
     image::ToNetwork::ENTRY,
     image::FromNetwork::ENTRY,
+    winograd::InputF2::ENTRY,
+    winograd::OutputF2::ENTRY,
+    winograd::InputF4::ENTRY,
+    winograd::OutputF4::ENTRY,
+    winograd::GemmSubgroup::ENTRY,
+    winograd::Gemm::ENTRY,
 ];
 
 /// Elements per workgroup of the two-stage reductions (sqdiff, tv): 256 invocations x 4 elements.
