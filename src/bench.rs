@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::gpu::{submit_commands, Command, Gpu, Kernel, KernelLibrary, Resource, Step};
+use crate::gpu::{bind_planned, submit_commands, Command, Gpu, Kernel, KernelLibrary, Resource, Step};
 use crate::net::engine::Engine;
-use crate::net::plan::Capabilities;
+use crate::net::plan::{Capabilities, ConvChoice};
 use crate::net::{LossSpec, Pooling, Tape, Vgg19Weights};
 use crate::ops::adam::{self, AdamConfig, AdamParams};
 use crate::ops::conv3x3::{self, Conv3x3Params};
@@ -18,6 +18,7 @@ use crate::ops::maxpool2::{self, Pool2Params};
 use crate::ops::relu::{self, ReluParams};
 use crate::ops::sqdiff::{self, SqDiffParams};
 use crate::ops::tv::{self, TvParams};
+use crate::ops::winograd::{self, WinogradParams};
 use crate::ops::{avgpool2, reduce};
 use crate::optim::Optimiser;
 
@@ -118,6 +119,77 @@ impl Bench<'_> {
 }
 
 impl Bench<'_> {
+    /// The Winograd conv F(m x m, 3x3) as the engine runs it: input transform, products, output
+    /// transform, one band, V, M and U in `operands`. Rated in direct-equivalent GFLOP/s (the
+    /// direct conv's arithmetic over the time); the name gives each stage's time alone and the
+    /// products' own rate (the arithmetic really done).
+    fn winograd_conv(
+        &mut self,
+        family: &'static str,
+        shape: String,
+        p: &Conv3x3Params,
+        m: usize,
+        operands: winograd::Operands,
+    ) -> Result<()> {
+        let wp = WinogradParams::new(p, m);
+        let subgroup = self.library.has::<winograd::GemmSubgroup>();
+        let (input, bias, output) =
+            (self.buffer(p.input_len()), self.buffer(p.bias_len()), self.buffer(p.output_len()));
+        let (u, v, product);
+        let textures;
+        let scratch: [Resource; 3] = match operands {
+            winograd::Operands::Storage => {
+                u = self.buffer(wp.transformed_weights_len());
+                v = self.buffer(wp.transformed_input_len());
+                product = self.buffer(wp.product_len());
+                [Resource::Buffer(&u), Resource::Buffer(&v), Resource::Buffer(&product)]
+            }
+            winograd::Operands::Texture => {
+                textures = [
+                    fast::create_texture(self.gpu, "winograd weights", winograd::weights_texture_size(&wp)),
+                    fast::create_texture(
+                        self.gpu,
+                        "winograd transformed",
+                        winograd::scratch_texture_size(&wp, p.in_channels),
+                    ),
+                    fast::create_texture(
+                        self.gpu,
+                        "winograd products",
+                        winograd::scratch_texture_size(&wp, p.out_channels),
+                    ),
+                ];
+                [Resource::Texture(&textures[0]), Resource::Texture(&textures[1]), Resource::Texture(&textures[2])]
+            }
+        };
+        let resources = [
+            Resource::Buffer(&input),
+            scratch[0],
+            scratch[1],
+            scratch[2],
+            Resource::Buffer(&bias),
+            Resource::Buffer(&output),
+        ];
+        let commands = winograd::plan(&wp, operands, subgroup, resources)
+            .iter()
+            .map(|c| bind_planned(self.gpu, self.library, c))
+            .collect::<Result<Vec<Command>>>()?;
+        let refs: Vec<&Command> = commands.iter().collect();
+        let seconds = time_commands(self.gpu, &refs, self.reps)?;
+        // Each stage alone, for the share of the transforms and the products' own rate.
+        let stages: Vec<f64> = refs.iter().map(|c| time_commands(self.gpu, &[c], self.reps)).collect::<Result<_>>()?;
+        let name = format!(
+            "winograd F({m}x{m}) {}{} (ms in, products, out: {:.1}, {:.1}, {:.1}; products {:.1} GFLOP/s)",
+            if subgroup { "subgroup" } else { "portable" },
+            if operands == winograd::Operands::Texture { " tex" } else { "" },
+            stages[0] * 1e3,
+            stages[1] * 1e3,
+            stages[2] * 1e3,
+            wp.product_flops() as f64 / stages[1] / 1e9
+        );
+        self.results.push(KernelResult { family, kernel: name, shape, seconds, work: Work::Flops(p.flops()) });
+        Ok(())
+    }
+
     /// The Gram forward as the engine runs it with subgroups: transposed chunks of positions, a
     /// pointwise conv over each, the normaliser (`gram::pointwise_forward_steps`).
     fn gram_forward_pointwise(&mut self, side: usize, c: usize) -> Result<()> {
@@ -209,6 +281,13 @@ pub fn kernel_benchmarks(
         if textures.is_some_and(|max| fast::textures_fit(p, max)) {
             b.texture_conv(family, shape(p), p)?;
         }
+        if crate::ops::winograd::suits(p) {
+            for m in [2, 4] {
+                for operands in [winograd::Operands::Storage, winograd::Operands::Texture] {
+                    b.winograd_conv(family, shape(p), p, m, operands)?;
+                }
+            }
+        }
     }
 
     for &side in image_sides {
@@ -271,6 +350,8 @@ pub fn kernel_benchmarks(
 #[derive(Clone, Debug)]
 pub struct IterationResult {
     pub side: usize,
+    /// The 3x3 conv choice it ran with.
+    pub conv: ConvChoice,
     /// Median seconds per iteration (forward, losses, backward, Adam; one submission).
     pub seconds: f64,
     /// GPU memory the engine allocated.
@@ -299,11 +380,30 @@ pub fn iteration_benchmarks(
     library: &KernelLibrary,
     weights: &Vgg19Weights,
     sides: &[usize],
+    convs: &[ConvChoice],
     reps: usize,
 ) -> Result<Vec<IterationResult>> {
     let mut out = Vec::new();
     for &side in sides {
-        let engine = Engine::new(gpu, library, weights, Tape::build(&default_spec(side))?)?;
+        for &conv in convs {
+            out.push(iteration_benchmark(gpu, library, weights, side, conv, reps)?);
+        }
+    }
+    Ok(out)
+}
+
+/// One [`IterationResult`].
+fn iteration_benchmark(
+    gpu: &Gpu,
+    library: &KernelLibrary,
+    weights: &Vgg19Weights,
+    side: usize,
+    conv: ConvChoice,
+    reps: usize,
+) -> Result<IterationResult> {
+    {
+        let caps = Capabilities::of(gpu, library).with_conv(conv);
+        let engine = Engine::with_capabilities(gpu, library, weights, Tape::build(&default_spec(side))?, &caps)?;
         let bounds = crate::ops::image::network_bounds();
         let mut adam = crate::optim::Adam::new(gpu, library, &engine, AdamConfig::default(), bounds)?;
         adam.iterate(gpu, &engine, &[])?; // warm-up: compiles every pipeline
@@ -322,14 +422,14 @@ pub fn iteration_benchmarks(
                 None => breakdown.push((family.to_string(), seconds)),
             }
         }
-        out.push(IterationResult {
+        Ok(IterationResult {
             side,
+            conv,
             seconds: times[times.len() / 2],
             memory_bytes: engine.allocated_bytes() + adam.allocated_bytes(),
             breakdown,
-        });
+        })
     }
-    Ok(out)
 }
 
 /// The kernel family of a command name (`conv3x3_subgroup_tex_co16.forward` -> `conv3x3`).
@@ -337,6 +437,8 @@ pub fn family_of(name: &str) -> &'static str {
     let shader = name.split('.').next().unwrap_or(name);
     match shader {
         s if s.starts_with("conv3x3") => "conv3x3",
+        s if s.starts_with("winograd_gemm") => "winograd products",
+        s if s.starts_with("winograd") => "winograd transforms",
         // The Gram forward and backward run as pointwise convs (the forward over transposed chunks).
         s if s.starts_with("conv1x1") => "gram",
         "transpose" => "gram",
@@ -379,13 +481,20 @@ pub fn kernel_table(results: &[KernelResult]) -> String {
 
 /// The iteration results as a Markdown table, then each size's breakdown by kernel family.
 pub fn iteration_table(results: &[IterationResult]) -> String {
-    let mut out = String::from("| size | s / iteration | GPU memory |\n|---|---|---|\n");
+    let mut out = String::from("| size | --conv | s / iteration | GPU memory |\n|---|---|---|---|\n");
     for r in results {
-        out += &format!("| {0}x{0} | {1:.2} | {2:.0} MiB |\n", r.side, r.seconds, r.memory_bytes as f64 / 1048576.0);
+        out += &format!(
+            "| {0}x{0} | {1} | {2:.2} | {3:.0} MiB |\n",
+            r.side,
+            r.conv,
+            r.seconds,
+            r.memory_bytes as f64 / 1048576.0
+        );
     }
     for r in results {
         let total: f64 = r.breakdown.iter().map(|(_, s)| s).sum();
-        out += &format!("\nshare of one iteration at {0}x{0} (each command timed alone):\n", r.side);
+        out +=
+            &format!("\nshare of one iteration at {0}x{0}, --conv {1} (each command timed alone):\n", r.side, r.conv);
         for (family, s) in &r.breakdown {
             out += &format!("  {family:<20} {:>8.1} ms  {:>5.1}%\n", s * 1e3, 100.0 * s / total);
         }
@@ -422,8 +531,9 @@ pub fn to_json(adapter: &str, kernels: &[KernelResult], iterations: &[IterationR
                 .map(|(f, s)| format!("{{\"family\":{},\"seconds\":{s:e}}}", json_string(f)))
                 .collect();
             format!(
-                "{{\"side\":{},\"seconds\":{:e},\"memory_bytes\":{},\"breakdown\":[{}]}}",
+                "{{\"side\":{},\"conv\":\"{}\",\"seconds\":{:e},\"memory_bytes\":{},\"breakdown\":[{}]}}",
                 r.side,
+                r.conv,
                 r.seconds,
                 r.memory_bytes,
                 breakdown.join(",")

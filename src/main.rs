@@ -44,6 +44,10 @@ enum Command {
         /// Timed runs per measurement (the median is reported), after one warm-up run.
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// The 3x3 conv choices the whole iterations run with, each in turn (auto, direct,
+        /// winograd; see `nst render --conv`).
+        #[arg(long, value_delimiter = ',', default_value = "auto")]
+        conv: Vec<nst::net::plan::ConvChoice>,
         /// Print one JSON object instead of tables.
         #[arg(long)]
         json: bool,
@@ -163,6 +167,7 @@ fn bench(
     kernel_sides: &[usize],
     sides: &[usize],
     reps: usize,
+    conv: &[nst::net::plan::ConvChoice],
     json: bool,
 ) -> nst::Result<()> {
     let gpu = Gpu::new(options)?;
@@ -177,7 +182,7 @@ fn bench(
         println!("{}", nst::bench::kernel_table(&kernels));
         println!("whole iterations (forward, losses, backward, Adam) with the default layers:");
     }
-    let iterations = nst::bench::iteration_benchmarks(&gpu, &library, &weights, sides, reps)?;
+    let iterations = nst::bench::iteration_benchmarks(&gpu, &library, &weights, sides, conv, reps)?;
     if json {
         println!("{}", nst::bench::to_json(&gpu.describe(), &kernels, &iterations));
     } else {
@@ -232,8 +237,8 @@ fn main() -> ExitCode {
         Command::Render(_) => unreachable!("handled above"),
         Command::Check => check(&options),
         Command::Info { size } => info(&options, cli.weights.as_deref(), &size),
-        Command::Bench { kernel_sides, sides, reps, json } => {
-            bench(&options, cli.weights.as_deref(), &kernel_sides, &sides, reps.max(1), json)
+        Command::Bench { kernel_sides, sides, reps, conv, json } => {
+            bench(&options, cli.weights.as_deref(), &kernel_sides, &sides, reps.max(1), &conv, json)
         }
     };
     match result {

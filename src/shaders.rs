@@ -87,19 +87,35 @@ fn gram_subgroup(_sg: usize) -> String {
 }
 
 fn winograd_f2(_sg: usize) -> String {
-    winograd::instantiate_transforms(2)
+    winograd::instantiate_transforms(2, Operands::Storage)
 }
 
 fn winograd_f4(_sg: usize) -> String {
-    winograd::instantiate_transforms(4)
+    winograd::instantiate_transforms(4, Operands::Storage)
+}
+
+fn winograd_f2_tex(_sg: usize) -> String {
+    winograd::instantiate_transforms(2, Operands::Texture)
+}
+
+fn winograd_f4_tex(_sg: usize) -> String {
+    winograd::instantiate_transforms(4, Operands::Texture)
 }
 
 fn winograd_gemm_subgroup(sg: usize) -> String {
-    winograd::instantiate_gemm(winograd::GemmFlavour::Subgroup, sg)
+    winograd::instantiate_gemm(winograd::GemmFlavour::Subgroup, Operands::Storage, sg)
 }
 
 fn winograd_gemm(sg: usize) -> String {
-    winograd::instantiate_gemm(winograd::GemmFlavour::Portable, sg)
+    winograd::instantiate_gemm(winograd::GemmFlavour::Portable, Operands::Storage, sg)
+}
+
+fn winograd_gemm_subgroup_tex(sg: usize) -> String {
+    winograd::instantiate_gemm(winograd::GemmFlavour::Subgroup, Operands::Texture, sg)
+}
+
+fn winograd_gemm_tex(sg: usize) -> String {
+    winograd::instantiate_gemm(winograd::GemmFlavour::Portable, Operands::Texture, sg)
 }
 
 const CONV_TEMPLATE: &str = "shaders/conv3x3_subgroup.wgsl.tmpl";
@@ -131,27 +147,51 @@ pub const GENERATED: &[GeneratedShader] = &[
         subgroups: true,
     },
     GeneratedShader {
-        name: winograd::transforms_shader(2),
+        name: winograd::transforms_shader(2, Operands::Storage),
         template: WINOGRAD_TEMPLATE,
         generate: winograd_f2,
         subgroups: false,
     },
     GeneratedShader {
-        name: winograd::transforms_shader(4),
+        name: winograd::transforms_shader(4, Operands::Storage),
         template: WINOGRAD_TEMPLATE,
         generate: winograd_f4,
         subgroups: false,
     },
     GeneratedShader {
-        name: winograd::gemm_shader(winograd::GemmFlavour::Subgroup),
+        name: winograd::transforms_shader(2, Operands::Texture),
+        template: WINOGRAD_TEMPLATE,
+        generate: winograd_f2_tex,
+        subgroups: false,
+    },
+    GeneratedShader {
+        name: winograd::transforms_shader(4, Operands::Texture),
+        template: WINOGRAD_TEMPLATE,
+        generate: winograd_f4_tex,
+        subgroups: false,
+    },
+    GeneratedShader {
+        name: winograd::gemm_shader(winograd::GemmFlavour::Subgroup, Operands::Storage),
         template: WINOGRAD_GEMM_TEMPLATE,
         generate: winograd_gemm_subgroup,
         subgroups: true,
     },
     GeneratedShader {
-        name: winograd::gemm_shader(winograd::GemmFlavour::Portable),
+        name: winograd::gemm_shader(winograd::GemmFlavour::Portable, Operands::Storage),
         template: WINOGRAD_GEMM_TEMPLATE,
         generate: winograd_gemm,
+        subgroups: false,
+    },
+    GeneratedShader {
+        name: winograd::gemm_shader(winograd::GemmFlavour::Subgroup, Operands::Texture),
+        template: WINOGRAD_GEMM_TEMPLATE,
+        generate: winograd_gemm_subgroup_tex,
+        subgroups: true,
+    },
+    GeneratedShader {
+        name: winograd::gemm_shader(winograd::GemmFlavour::Portable, Operands::Texture),
+        template: WINOGRAD_GEMM_TEMPLATE,
+        generate: winograd_gemm_tex,
         subgroups: false,
     },
 ];

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 
 use common::{assert_close, to_f64, Rng};
 use nst::net::cpu::{capture_targets, new_values, CpuNet};
+use nst::net::plan::ConvChoice;
 use nst::net::{vgg, Capabilities, Engine, LossKind, LossSpec, Plan, Pooling, Tape, Vgg19Weights};
 use nst::ops::image::{self, ImageParams};
 
@@ -204,9 +205,23 @@ const SMALL_BANDS: u64 = 60_000;
 fn kernel_variants(gpu: &nst::gpu::Gpu, lib: &nst::gpu::KernelLibrary) -> Vec<(&'static str, Capabilities)> {
     let own = Capabilities::of(gpu, lib);
     let pointwise = Capabilities { subgroup_gram: false, ..own };
-    let portable =
-        Capabilities { texture_conv: None, subgroup_conv: false, pointwise_gram: false, subgroup_gram: false, ..own };
-    vec![("this device's kernels", own), ("pointwise Gram forward", pointwise), ("portable kernels", portable)]
+    // Without subgroups and textures: the convs from 128 channels run as the portable Winograd
+    // conv (storage operands, no broadcasts), the others as the portable direct conv.
+    let portable = Capabilities {
+        texture_conv: None,
+        subgroup_conv: false,
+        pointwise_gram: false,
+        subgroup_gram: false,
+        winograd_subgroup: false,
+        ..own
+    };
+    vec![
+        ("this device's kernels", own),
+        ("pointwise Gram forward", pointwise),
+        ("portable kernels", portable),
+        ("Winograd wherever it suits", own.with_conv(ConvChoice::Winograd)),
+        ("portable kernels, direct conv", portable.with_conv(ConvChoice::Direct)),
+    ]
 }
 
 #[test]
@@ -214,8 +229,13 @@ fn the_gradient_of_a_network_run_in_small_bands_matches_the_cpu_reference() {
     let Some((gpu, lib)) = common::gpu() else {
         return;
     };
-    for ((name, caps), pooling) in kernel_variants(gpu, lib).into_iter().zip([Pooling::Max, Pooling::Avg, Pooling::Max])
-    {
+    for ((name, caps), pooling) in kernel_variants(gpu, lib).into_iter().zip([
+        Pooling::Max,
+        Pooling::Avg,
+        Pooling::Max,
+        Pooling::Avg,
+        Pooling::Max,
+    ]) {
         let tape = Tape::build(&style_spec(32, 44, pooling)).unwrap();
         let caps = caps.with_band_limit(SMALL_BANDS);
         let plan = Plan::new(&tape, &caps);
@@ -325,6 +345,13 @@ fn banded_and_unbanded_runs_give_the_same_losses_and_a_banded_run_repeats_bit_fo
         let what = format!("d loss / d image, banded against unbanded ({name})");
         assert_close(&what, &grad, &want, &[h, w, 4], 1e-4 * scale, 1e-3);
         if name == "this device's kernels" {
+            // With the direct conv, bands change no bit here. (With Winograd a band that holds
+            // fewer than 4 rows takes F(2x2) for F(4x4), other rounding, held by the tolerances
+            // above; a Winograd conv in bands of one tile equals its whole map bit for bit:
+            // tests/winograd.rs.)
+            let direct = caps.with_conv(ConvChoice::Direct);
+            let (_, (whole_losses, whole_grad)) = run(&direct);
+            let (_, (losses, grad)) = run(&direct.with_band_limit(SMALL_BANDS));
             assert_eq!(losses, whole_losses, "without a chunked Gram forward, bands change no bit");
             assert_eq!(grad, whole_grad, "without a chunked Gram forward, bands change no bit");
         }

@@ -80,7 +80,14 @@ fn used_bindings(
                 (false, Access::ReadWrite)
             }
             naga::AddressSpace::Storage { .. } => (false, Access::Read),
-            naga::AddressSpace::Handle => (false, Access::Texture),
+            naga::AddressSpace::Handle => match &module.types[var.ty].inner {
+                naga::TypeInner::Image { class: naga::ImageClass::Storage { access, .. }, .. }
+                    if access.contains(naga::StorageAccess::STORE) =>
+                {
+                    (false, Access::TextureWrite)
+                }
+                _ => (false, Access::Texture),
+            },
             other => panic!("{:?} is in address space {other:?}", var.name),
         };
         let span = match &module.types[var.ty].inner {

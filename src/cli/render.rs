@@ -144,6 +144,12 @@ pub struct RenderArgs {
     /// ratio of pixels and kept between iterations/10 and iterations.
     #[arg(long, value_delimiter = ',', value_name = "N1,N2,...", help_heading = "Optimisation")]
     pub scale_iterations: Vec<u32>,
+    /// The 3x3 conv kernels: auto (Winograd F(4x4, 3x3), or F(2x2) on the smallest maps, for every
+    /// conv with at least 128 input channels; the direct conv for the first block, next to the
+    /// image), direct (the direct conv everywhere), or winograd (wherever its kernels take the
+    /// shape: faster, and a little further from the direct conv's rounding).
+    #[arg(long, default_value_t = d().conv.to_string(), value_parser = ["auto", "direct", "winograd"], help_heading = "Optimisation")]
+    pub conv: String,
     /// Seed of the noise start (`--init noise`); a render is deterministic for a seed and adapter.
     #[arg(long, default_value_t = d().seed, help_heading = "Optimisation")]
     pub seed: u64,
@@ -216,6 +222,7 @@ impl RenderArgs {
             loss_scale: self.loss_scale.parse().map_err(nst::Error::Options)?,
             scales: self.scales.parse().map_err(nst::Error::Options)?,
             scale_iterations: self.scale_iterations.clone(),
+            conv: self.conv.parse().map_err(nst::Error::Options)?,
         };
         options.check(self.styles.len())
     }

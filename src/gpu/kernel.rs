@@ -13,6 +13,9 @@ pub enum Access {
     /// A read-only rgba32float storage texture (`texture_storage_2d<rgba32float, read>`), read with
     /// `textureLoad`; its binding length counts floats (4 per texel).
     Texture,
+    /// A write-only rgba32float storage texture (`texture_storage_2d<rgba32float, write>`), written
+    /// with `textureStore`; its binding length counts floats (4 per texel).
+    TextureWrite,
 }
 
 /// One storage binding of an entry point. Binding 0 is always the params uniform and is not listed.
@@ -31,6 +34,11 @@ pub const fn read(slot: u32, name: &'static str) -> Binding {
 /// Shorthand for a read-write storage binding.
 pub const fn read_write(slot: u32, name: &'static str) -> Binding {
     Binding { slot, name, access: Access::ReadWrite }
+}
+
+/// Shorthand for a write-only rgba32float texture binding.
+pub const fn texture_write(slot: u32, name: &'static str) -> Binding {
+    Binding { slot, name, access: Access::TextureWrite }
 }
 
 /// Shorthand for an rgba32float texture binding.

@@ -53,8 +53,11 @@ fn layout_entries(entry: &EntryPoint) -> Vec<wgpu::BindGroupLayoutEntry> {
             binding: b.slot,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: match b.access {
-                Access::Texture => wgpu::BindingType::StorageTexture {
-                    access: wgpu::StorageTextureAccess::ReadOnly,
+                Access::Texture | Access::TextureWrite => wgpu::BindingType::StorageTexture {
+                    access: match b.access {
+                        Access::Texture => wgpu::StorageTextureAccess::ReadOnly,
+                        _ => wgpu::StorageTextureAccess::WriteOnly,
+                    },
                     format: wgpu::TextureFormat::Rgba32Float,
                     view_dimension: wgpu::TextureViewDimension::D2,
                 },
@@ -215,7 +218,7 @@ impl Step {
                 return Err(shape_error(format!("binding {} would be empty", binding.name)));
             }
             match (binding.access, resource) {
-                (Access::Texture, Resource::Texture(t)) => {
+                (Access::Texture | Access::TextureWrite, Resource::Texture(t)) => {
                     let bytes = 16 * t.width() as u64 * t.height() as u64;
                     if t.format() != wgpu::TextureFormat::Rgba32Float || bytes < needed {
                         return Err(shape_error(format!(

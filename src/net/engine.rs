@@ -9,7 +9,7 @@ use super::weights::Vgg19Weights;
 use crate::error::{Error, Result};
 use crate::gpu::library::submit;
 use crate::gpu::{bind_planned, submit_commands, Command, Gpu, KernelLibrary, Planned, Resource, Step};
-use crate::ops::conv3x3_subgroup;
+use crate::ops::{conv3x3_subgroup, winograd};
 
 /// A buffer or a texture the engine made for one resource of its plan.
 enum Allocated {
@@ -123,6 +123,25 @@ impl<'g> Engine<'g> {
                         Some(match texture {
                             Some(p) => conv3x3_subgroup::weights_texture_data(&p, &w),
                             None => w,
+                        })
+                    }
+                    Fill::WinogradWeights { conv, in_channels, out_channels, transposed, tile, texture } => {
+                        let w = conv_weights
+                            .entry((conv, in_channels))
+                            .or_insert_with(|| tape.conv_weights(weights, conv, in_channels));
+                        // The pass's own weights, [pass out][3][3][pass in].
+                        let (w, cin, cout) = match transposed {
+                            true => (
+                                conv3x3_subgroup::transpose_weights(in_channels, out_channels, w),
+                                out_channels,
+                                in_channels,
+                            ),
+                            false => (w.clone(), in_channels, out_channels),
+                        };
+                        let u = winograd::transform_weights(tile, cin, cout, &w);
+                        Some(match texture {
+                            true => winograd::weights_texture_data(tile, cin, cout, &u),
+                            false => u,
                         })
                     }
                 };

@@ -22,7 +22,9 @@ use crate::ops::maxpool2::Pool2Params;
 use crate::ops::relu::ReluParams;
 use crate::ops::sqdiff::SqDiffParams;
 use crate::ops::transpose::TransposeParams;
-use crate::ops::{avgpool2, conv3x3_subgroup, maxpool2, partial_count, reduce, relu, sqdiff, tv, REDUCE_BLOCK};
+use crate::ops::{
+    avgpool2, conv3x3_subgroup, maxpool2, partial_count, reduce, relu, sqdiff, tv, winograd, REDUCE_BLOCK,
+};
 
 /// What a device can run, as far as the plan's decisions go. [`Capabilities::of`] is the one place
 /// that asks the adapter and the kernel library.
@@ -50,7 +52,52 @@ pub struct Capabilities {
     pub offset_alignment: u64,
     /// The adapter's memory in bytes, where it is known ([`Gpu::memory`]).
     pub memory_limit: Option<u64>,
+    /// Which 3x3 conv kernels to use (`nst render --conv`).
+    pub conv: ConvChoice,
+    /// Whether the Winograd products with subgroup broadcasts were built.
+    pub winograd_subgroup: bool,
 }
+
+/// Which 3x3 conv kernels a plan uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConvChoice {
+    /// The rule of [`Capabilities::winograd`]: Winograd wherever the shape suits it and it has at
+    /// least 128 input channels, else direct.
+    #[default]
+    Auto,
+    /// The direct conv everywhere: the baseline.
+    Direct,
+    /// Winograd wherever the shape suits it (input channels a multiple of 4, output channels of
+    /// the products' channel tile), else direct.
+    Winograd,
+}
+
+impl std::str::FromStr for ConvChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(ConvChoice::Auto),
+            "direct" => Ok(ConvChoice::Direct),
+            "winograd" => Ok(ConvChoice::Winograd),
+            other => Err(format!("unknown conv choice '{other}': use auto, direct or winograd")),
+        }
+    }
+}
+
+impl std::fmt::Display for ConvChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvChoice::Auto => "auto",
+            ConvChoice::Direct => "direct",
+            ConvChoice::Winograd => "winograd",
+        })
+    }
+}
+
+/// The most bytes of each Winograd scratch buffer or texture (V, M): larger convs run in bands of
+/// rows. 64 MiB keeps the two near a 512 px map's first layer (2 x 64 MiB against 2 x 151) at a
+/// few more dispatches.
+pub const WINOGRAD_SCRATCH_BYTES: u64 = 64 << 20;
 
 impl Capabilities {
     /// What this device runs: texture operands where the subgroup texture kernels exist (unless
@@ -72,7 +119,14 @@ impl Capabilities {
             buffer_limit: gpu.limits.max_buffer_size,
             offset_alignment: gpu.limits.min_storage_buffer_offset_alignment as u64,
             memory_limit: gpu.memory,
+            conv: ConvChoice::Auto,
+            winograd_subgroup: library.has::<winograd::GemmSubgroup>() && library.has::<winograd::GemmSubgroupTex>(),
         }
+    }
+
+    /// The same device with the 3x3 convs chosen by `conv`.
+    pub fn with_conv(self, conv: ConvChoice) -> Capabilities {
+        Capabilities { conv, ..self }
     }
 
     /// The same device with feature maps bound in bands of at most `bytes` (tests force small
@@ -94,6 +148,8 @@ impl Capabilities {
             buffer_limit: u64::MAX,
             offset_alignment: 256,
             memory_limit: None,
+            conv: ConvChoice::Auto,
+            winograd_subgroup: false,
         }
     }
 
@@ -118,6 +174,33 @@ impl Capabilities {
         self.texture_conv.is_some_and(|max| {
             conv3x3_subgroup::tile_for(params).is_some() && conv3x3_subgroup::textures_fit(params, max)
         })
+    }
+
+    /// The Winograd tile and operands of a conv pass with `params`, where it runs as a Winograd
+    /// conv: when `conv` allows it (auto: at least 128 input channels, measured: with Winograd in
+    /// the first block too, the 64-channel convs next to the image, a 64 px render's loss
+    /// trajectory ran up to 1.35e-3 from the direct conv's within 20 iterations; from 128 channels
+    /// 3.1e-4, as far as changing only the Gram kernels' summation order moves it, 3.0e-4), the
+    /// shape suits the kernels, and the tile is
+    /// the one with fewer products over the map padded to whole tiles (F(2x2) on a tie: it rounds
+    /// less). Texture operands where the texture kernels run and V, M and U fit the texture limit
+    /// (their heights are split in bands); else buffers.
+    pub fn winograd(&self, params: &Conv3x3Params) -> Option<(usize, winograd::Operands)> {
+        let wanted = match self.conv {
+            ConvChoice::Direct => false,
+            ConvChoice::Auto => params.in_channels >= 128,
+            ConvChoice::Winograd => true,
+        };
+        if !wanted || !winograd::suits(params) {
+            return None;
+        }
+        let m = winograd::tile_for(params);
+        let p = winograd::WinogradParams::new(params, m);
+        let operands = match self.texture_conv {
+            Some(max) if winograd::textures_fit(&p, max) => winograd::Operands::Texture,
+            _ => winograd::Operands::Storage,
+        };
+        Some((m, operands))
     }
 
     /// The storage-operand kernel of a conv pass that does not read textures: the subgroup kernel
@@ -177,6 +260,16 @@ pub enum Fill {
         out_channels: usize,
         transposed: bool,
         texture: Option<Conv3x3Params>,
+    },
+    /// Conv `conv`'s weights (as for `ConvWeights`) transformed for the Winograd conv of tile
+    /// `tile` ([`winograd::transform_weights`]); in the U-texture layout when `texture`.
+    WinogradWeights {
+        conv: usize,
+        in_channels: usize,
+        out_channels: usize,
+        transposed: bool,
+        tile: usize,
+        texture: bool,
     },
 }
 
@@ -240,6 +333,8 @@ pub struct Plan {
 struct Resources {
     list: Vec<ResourcePlan>,
     map_textures: HashMap<(u32, u32), ResourceId>,
+    /// The Winograd scratch (V, M) shared by every Winograd conv pass, by (texture?, which).
+    winograd: HashMap<(bool, usize), ResourceId>,
 }
 
 impl Resources {
@@ -250,6 +345,28 @@ impl Resources {
 
     fn zeroed(&mut self, label: impl Into<String>, floats: usize, class: MemoryClass) -> ResourceId {
         self.add(label, Shape::Buffer(4 * floats.max(1) as u64), class, Fill::Zero)
+    }
+
+    /// Scratch `which` (0: V, 1: M) of the Winograd conv, shared by every pass and grown to hold
+    /// `shape`.
+    fn winograd_scratch(&mut self, which: usize, shape: Shape) -> ResourceId {
+        let texture = matches!(shape, Shape::Texture(..));
+        let id = *self.winograd.entry((texture, which)).or_insert_with(|| {
+            let label = format!(
+                "winograd {}{}",
+                ["transformed inputs", "products"][which],
+                if texture { " texture" } else { "" }
+            );
+            self.list.push(ResourcePlan { label, shape, class: MemoryClass::Other, fill: Fill::Zero });
+            self.list.len() - 1
+        });
+        let grown = match (self.list[id].shape, shape) {
+            (Shape::Buffer(a), Shape::Buffer(b)) => Shape::Buffer(a.max(b)),
+            (Shape::Texture(w, h), Shape::Texture(w2, h2)) => Shape::Texture(w.max(w2), h.max(h2)),
+            _ => unreachable!("scratch kinds are keyed apart"),
+        };
+        self.list[id].shape = grown;
+        id
     }
 
     fn map_texture(&mut self, (w, h): (u32, u32)) -> ResourceId {
@@ -380,6 +497,14 @@ fn conv_pass(
     [input, output]: [TensorId; 2],
 ) -> Vec<Planned<Operand>> {
     let caps = layout.caps;
+    if let Some((m, operands)) = caps.winograd(params) {
+        // Where a band of the maps cannot hold m rows, F(2x2); where not even 2, the direct conv.
+        for m in [m, 2].into_iter().filter(|&t| t <= m) {
+            if let Some(rows) = winograd_rows(layout, params, m, operands, [input, output]) {
+                return winograd_pass(r, layout, conv, params, transposed, bias, [input, output], (m, rows), operands);
+            }
+        }
+    }
     let name = CONVS[conv].name;
     let label = if transposed { format!("{name} weights transposed") } else { format!("{name} weights") };
     // The weights as the forward conv holds them: [out][3][3][in] of the layer, not of the pass.
@@ -401,23 +526,8 @@ fn conv_pass(
     };
     let bands = params.bands(rows, 1);
     layout.count(bands.len());
-    // The operands of one band: the rows it reads and writes, or the whole map.
-    let band = |layout: &mut Layout, b: &Conv3x3Params| {
-        let (mut b, mut operands) = (*b, Vec::new());
-        if band_input {
-            operands.push(layout.rows(input, row_in, b.input_start as usize, b.band_input_rows(1)));
-        } else {
-            b = b.with_whole_input();
-            operands.push(layout.whole(input));
-        }
-        if band_output {
-            operands.push(layout.rows(output, row_out, b.band_start as usize, b.band_rows as usize));
-        } else {
-            b = b.with_whole_output();
-            operands.push(layout.whole(output));
-        }
-        (b, operands)
-    };
+    let band =
+        |layout: &mut Layout, b: &Conv3x3Params| band_operands(layout, b, [input, output], [band_input, band_output]);
     if textured {
         let (w, h) = conv3x3_subgroup::weights_texture_size(params);
         let fill = Fill::ConvWeights { conv, in_channels, out_channels, transposed, texture: Some(*params) };
@@ -447,6 +557,135 @@ fn conv_pass(
             Planned::Dispatch { kernel, params: bytemuck::bytes_of(&b).to_vec(), operands }
         })
         .collect()
+}
+
+/// The operands of one band of a conv pass: the rows it reads and writes of the maps that are
+/// `banded`, else the whole map (with the params binding it whole).
+fn band_operands(
+    layout: &mut Layout,
+    b: &Conv3x3Params,
+    [input, output]: [TensorId; 2],
+    [band_input, band_output]: [bool; 2],
+) -> (Conv3x3Params, Vec<Operand>) {
+    let width = b.width as u64;
+    let (row_in, row_out) = (4 * width * b.in_channels as u64, 4 * width * b.out_channels as u64);
+    let (mut b, mut operands) = (*b, Vec::new());
+    if band_input {
+        operands.push(layout.rows(input, row_in, b.input_start as usize, b.band_input_rows(1)));
+    } else {
+        b = b.with_whole_input();
+        operands.push(layout.whole(input));
+    }
+    if band_output {
+        operands.push(layout.rows(output, row_out, b.band_start as usize, b.band_rows as usize));
+    } else {
+        b = b.with_whole_output();
+        operands.push(layout.whole(output));
+    }
+    (b, operands)
+}
+
+/// The rows per band of a Winograd conv pass of tile `m`: V and M within
+/// [`WINOGRAD_SCRATCH_BYTES`] (and a texture's height within the limit), and a map too large for
+/// one binding bound in rows as for the direct conv; a multiple of m. None where a band of the
+/// maps cannot hold m rows.
+fn winograd_rows(
+    layout: &mut Layout,
+    params: &Conv3x3Params,
+    m: usize,
+    operands: winograd::Operands,
+    [input, output]: [TensorId; 2],
+) -> Option<usize> {
+    let caps = layout.caps;
+    let whole = winograd::WinogradParams::new(params, m);
+    let texture = operands == winograd::Operands::Texture;
+    let tile_row_floats =
+        (whole.points() * whole.tiles_x as usize) as u64 * params.in_channels.max(params.out_channels) as u64;
+    let mut tile_rows = caps.band_limit.min(WINOGRAD_SCRATCH_BYTES) / (4 * tile_row_floats);
+    if let (true, Some(max)) = (texture, caps.texture_conv) {
+        tile_rows = tile_rows.min((max as usize / whole.points()) as u64);
+    }
+    let mut rows = (tile_rows.max(1) as usize * m).min(params.height as usize);
+    let (band_input, band_output) = (layout.banded(input), layout.banded(output));
+    let width = params.width as u64;
+    let (row_in, row_out) = (4 * width * params.in_channels as u64, 4 * width * params.out_channels as u64);
+    let fit = match (band_input, band_output) {
+        (false, false) => usize::MAX,
+        (true, false) => layout.band_rows(&[(row_in, 2)]),
+        (false, true) => layout.band_rows(&[(row_out, 0)]),
+        (true, true) => layout.band_rows(&[(row_in, 2), (row_out, 0)]),
+    };
+    if fit < m {
+        return None;
+    }
+    if fit < rows {
+        rows = fit / m * m;
+    }
+    Some(rows)
+}
+
+/// A conv pass as a Winograd conv F(m x m, 3x3) in bands of `rows` ([`winograd_rows`]) with V, M
+/// and U in `operands`: per band, the input transform, the products and the output transform
+/// (`winograd::plan`).
+#[allow(clippy::too_many_arguments)]
+fn winograd_pass(
+    r: &mut Resources,
+    layout: &mut Layout,
+    conv: usize,
+    params: &Conv3x3Params,
+    transposed: bool,
+    bias: ResourceId,
+    [input, output]: [TensorId; 2],
+    (m, rows): (usize, usize),
+    operands: winograd::Operands,
+) -> Vec<Planned<Operand>> {
+    let caps = layout.caps;
+    let name = CONVS[conv].name;
+    let (in_channels, out_channels) = if transposed {
+        (params.out_channels as usize, params.in_channels as usize)
+    } else {
+        (params.in_channels as usize, params.out_channels as usize)
+    };
+    let whole = winograd::WinogradParams::new(params, m);
+    let texture = operands == winograd::Operands::Texture;
+    let (band_input, band_output) = (layout.banded(input), layout.banded(output));
+    let bands = params.bands(rows, 1);
+    layout.count(bands.len());
+
+    let label = format!("{name} winograd F({m}x{m}) weights{}", if transposed { " transposed" } else { "" });
+    let fill = Fill::WinogradWeights { conv, in_channels, out_channels, transposed, tile: m, texture };
+    let shape = match texture {
+        true => {
+            let (w, h) = winograd::weights_texture_size(&whole);
+            Shape::Texture(w, h)
+        }
+        false => Shape::Buffer(4 * whole.transformed_weights_len() as u64),
+    };
+    let u: Operand = r.add(label, shape, MemoryClass::Weights, fill).into();
+    // The first band is the largest: the shared scratch grows to hold it.
+    let first = winograd::WinogradParams::new(&bands[0], m);
+    let [v, product] = [(0, params.in_channels), (1, params.out_channels)].map(|(which, channels)| {
+        let shape = match texture {
+            true => {
+                let (w, h) = winograd::scratch_texture_size(&first, channels);
+                Shape::Texture(w, h)
+            }
+            false => Shape::Buffer(4 * (first.points() * first.tiles() * channels as usize) as u64),
+        };
+        Operand::from(r.winograd_scratch(which, shape))
+    });
+    let mut plan = Vec::new();
+    for b in &bands {
+        let (b, maps) = band_operands(layout, b, [input, output], [band_input, band_output]);
+        let p = winograd::WinogradParams::new(&b, m);
+        plan.extend(winograd::plan(
+            &p,
+            operands,
+            caps.winograd_subgroup,
+            [maps[0], u, v, product, bias.into(), maps[1]],
+        ));
+    }
+    plan
 }
 
 /// Bands of at most `rows` rows of a map of `height` rows: (first row, rows), top to bottom.
@@ -530,7 +769,7 @@ fn loss_bands(layout: &Layout, len: usize) -> Vec<(usize, usize)> {
 impl Plan {
     /// Decides every resource and command of `tape` on a device with `caps`.
     pub fn new(tape: &Tape, caps: &Capabilities) -> Plan {
-        let mut r = Resources { list: Vec::new(), map_textures: HashMap::new() };
+        let mut r = Resources { list: Vec::new(), map_textures: HashMap::new(), winograd: HashMap::new() };
 
         // One buffer per tensor, except that pool outputs only the next conv reads share one, and
         // so do all masked gradients: (class, floats, names of its tensors) per buffer.

@@ -65,8 +65,14 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     winograd::OutputF2::ENTRY,
     winograd::InputF4::ENTRY,
     winograd::OutputF4::ENTRY,
+    winograd::InputF2Tex::ENTRY,
+    winograd::OutputF2Tex::ENTRY,
+    winograd::InputF4Tex::ENTRY,
+    winograd::OutputF4Tex::ENTRY,
     winograd::GemmSubgroup::ENTRY,
     winograd::Gemm::ENTRY,
+    winograd::GemmSubgroupTex::ENTRY,
+    winograd::GemmTex::ENTRY,
 ];
 
 /// Elements per workgroup of the two-stage reductions (sqdiff, tv): 256 invocations x 4 elements.

@@ -29,7 +29,8 @@ use bytemuck::{Pod, Zeroable};
 
 use super::conv3x3::Conv3x3Params;
 use super::store;
-use crate::gpu::kernel::{groups_for, read, read_write, EntryPoint, Kernel};
+use crate::gpu::kernel::{groups_for, read, read_write, texture, texture_write, EntryPoint, Kernel};
+use crate::gpu::Planned;
 use crate::Real;
 
 /// The transform matrices of F(m x m, 3x3), row-major.
@@ -425,16 +426,20 @@ pub fn rounding_bound(p: &WinogradParams, weights: &[f32], bias: &[f32], input: 
 
 // ---- The GPU kernels -------------------------------------------------------------------------
 
+pub use super::conv3x3_subgroup::Operands;
+
 /// The transforms' template (`{{M}}` and the generated transform code).
 pub const TRANSFORMS_TEMPLATE: &str = include_str!("../../shaders/winograd.wgsl.tmpl");
 /// The products' template.
 pub const GEMM_TEMPLATE: &str = include_str!("../../shaders/winograd_gemm.wgsl.tmpl");
 
-/// The shader name of the transforms of tile `m`.
-pub const fn transforms_shader(m: usize) -> &'static str {
-    match m {
-        2 => "winograd_f2",
-        4 => "winograd_f4",
+/// The shader name of the transforms of tile `m` with V and M in `operands`.
+pub const fn transforms_shader(m: usize, operands: Operands) -> &'static str {
+    match (m, operands) {
+        (2, Operands::Storage) => "winograd_f2",
+        (4, Operands::Storage) => "winograd_f4",
+        (2, Operands::Texture) => "winograd_f2_tex",
+        (4, Operands::Texture) => "winograd_f4_tex",
         _ => panic!("no such Winograd tile"),
     }
 }
@@ -462,9 +467,12 @@ fn combination(coeffs: &[f64], terms: &[String]) -> String {
     }
 }
 
-/// The WGSL of the transforms of tile `m`: `input_transform` and `output_transform`, their
-/// arithmetic unrolled from the matrices of [`transform`].
-pub fn instantiate_transforms(m: usize) -> String {
+/// The texel of position `t` of `tile`, channels `4 c4..` of `c4s` groups, in a V or M texture.
+const TEXEL: &str = "vec2<i32>(i32((tile % params.tiles_x) * c4s + c4), i32(t * tile_rows + tile / params.tiles_x))";
+
+/// The WGSL of the transforms of tile `m` (V and M in `operands`): `input_transform` and
+/// `output_transform`, their arithmetic unrolled from the matrices of [`transform`].
+pub fn instantiate_transforms(m: usize, operands: Operands) -> String {
     let tr = transform(m);
     let a = tr.alpha();
     let mut load = String::new();
@@ -485,7 +493,7 @@ pub fn instantiate_transforms(m: usize) -> String {
         for j in 0..a {
             let terms: Vec<String> = (0..a).map(|q| format!("r{i}_{q}")).collect();
             input += &format!(
-                "    transformed[({}u * tiles + tile) * cin4 + c4] = {};\n",
+                "    store_transformed({}u, tile, tiles, tile_rows, c4, cin4, {});\n",
                 i * a + j,
                 combination(&tr.bt[j * a..(j + 1) * a], &terms)
             );
@@ -493,7 +501,7 @@ pub fn instantiate_transforms(m: usize) -> String {
     }
     let mut gather = String::new();
     for t in 0..a * a {
-        gather += &format!("    let p{}_{} = product[({t}u * tiles + tile) * cout4 + co4];\n", t / a, t % a);
+        gather += &format!("    let p{}_{} = load_product({t}u, tile, tiles, tile_rows, co4, cout4);\n", t / a, t % a);
     }
     let mut output = String::new();
     for i in 0..m {
@@ -511,8 +519,41 @@ pub fn instantiate_transforms(m: usize) -> String {
             );
         }
     }
+    let signature = |name: &str, c4: &str, c4s: &str| {
+        format!("fn {name}(t: u32, tile: u32, tiles: u32, tile_rows: u32, {c4}: u32, {c4s}: u32")
+    };
+    let (transformed, store, product, load_product) = match operands {
+        Operands::Storage => (
+            "@group(0) @binding(2) var<storage, read_write> transformed: array<vec4<f32>>;".to_string(),
+            format!(
+                "{}, v: vec4<f32>) {{\n    transformed[(t * tiles + tile) * c4s + c4] = v;\n}}",
+                signature("store_transformed", "c4", "c4s")
+            ),
+            "@group(0) @binding(1) var<storage, read> product: array<vec4<f32>>;".to_string(),
+            format!(
+                "{}) -> vec4<f32> {{\n    return product[(t * tiles + tile) * c4s + c4];\n}}",
+                signature("load_product", "c4", "c4s")
+            ),
+        ),
+        Operands::Texture => (
+            "@group(0) @binding(2) var transformed: texture_storage_2d<rgba32float, write>;".to_string(),
+            format!(
+                "{}, v: vec4<f32>) {{\n    textureStore(transformed, {TEXEL}, v);\n}}",
+                signature("store_transformed", "c4", "c4s")
+            ),
+            "@group(0) @binding(1) var product: texture_storage_2d<rgba32float, read>;".to_string(),
+            format!(
+                "{}) -> vec4<f32> {{\n    return textureLoad(product, {TEXEL});\n}}",
+                signature("load_product", "c4", "c4s")
+            ),
+        ),
+    };
     TRANSFORMS_TEMPLATE
         .replace("{{M}}", &m.to_string())
+        .replace("{{TRANSFORMED_BINDING}}", &transformed)
+        .replace("{{STORE_TRANSFORMED}}", &store)
+        .replace("{{PRODUCT_BINDING}}", &product)
+        .replace("{{LOAD_PRODUCT}}", &load_product)
         .replace("{{LOAD}}", load.trim_end())
         .replace("{{INPUT}}", input.trim_end())
         .replace("{{GATHER}}", gather.trim_end())
@@ -520,9 +561,9 @@ pub fn instantiate_transforms(m: usize) -> String {
 }
 
 /// Tiles per invocation of the products kernel.
-pub const GEMM_PX: usize = 4;
+pub const GEMM_PX: usize = 2;
 /// Output channels per invocation of the products kernel: out_channels must be a multiple of it.
-pub const GEMM_CO_TILE: usize = 16;
+pub const GEMM_CO_TILE: usize = 32;
 /// Invocations per workgroup of every Winograd kernel.
 pub const INVOCATIONS: usize = 64;
 
@@ -535,46 +576,57 @@ pub enum GemmFlavour {
 }
 
 /// The shader name of the products kernel.
-pub const fn gemm_shader(flavour: GemmFlavour) -> &'static str {
-    match flavour {
-        GemmFlavour::Subgroup => "winograd_gemm_subgroup",
-        GemmFlavour::Portable => "winograd_gemm",
+pub const fn gemm_shader(flavour: GemmFlavour, operands: Operands) -> &'static str {
+    match (flavour, operands) {
+        (GemmFlavour::Subgroup, Operands::Storage) => "winograd_gemm_subgroup",
+        (GemmFlavour::Portable, Operands::Storage) => "winograd_gemm",
+        (GemmFlavour::Subgroup, Operands::Texture) => "winograd_gemm_subgroup_tex",
+        (GemmFlavour::Portable, Operands::Texture) => "winograd_gemm_tex",
     }
 }
 
 const COMPONENTS: [&str; 4] = ["x", "y", "z", "w"];
 
-/// The WGSL of the products kernel; `sg` is the adapter's smallest subgroup size (ignored by the
-/// portable flavour).
-pub fn instantiate_gemm(flavour: GemmFlavour, sg: usize) -> String {
+/// The WGSL of the products kernel with U, V and M in `operands`; `sg` is the adapter's smallest
+/// subgroup size (ignored by the portable flavour).
+pub fn instantiate_gemm(flavour: GemmFlavour, operands: Operands, sg: usize) -> String {
     let (px, co_tile) = (GEMM_PX, GEMM_CO_TILE);
     let rows = co_tile.div_ceil(sg.max(1));
+    let tex = operands == Operands::Texture;
     let mut decl = String::new();
     for p in 0..px {
         decl += &format!("    let tile{p} = min(first + {p}u, tiles - 1u);\n");
-        decl += &format!("    let vbase{p} = (t * tiles + tile{p}) * cin4;\n");
+        decl += &match tex {
+            false => format!("    let vbase{p} = (t * tiles + tile{p}) * cin4;\n"),
+            true => format!(
+                "    let vx{p} = i32((tile{p} % params.tiles_x) * cin4);\n    let vy{p} = i32(t * tile_rows + tile{p} / params.tiles_x);\n"
+            ),
+        };
         for c in 0..co_tile / 4 {
             decl += &format!("    var a{p}_{c} = vec4<f32>(0.0);\n");
         }
     }
     let mut inner = String::new();
     for p in 0..px {
-        inner += &format!("        let x{p} = transformed[vbase{p} + c4];\n");
+        inner += &match tex {
+            false => format!("        let x{p} = transformed[vbase{p} + c4];\n"),
+            true => format!("        let x{p} = textureLoad(transformed, vec2<i32>(vx{p} + i32(c4), vy{p}));\n"),
+        };
     }
-    match flavour {
-        GemmFlavour::Subgroup => {
-            for r in 0..rows {
-                inner += &format!(
-                    "        let w{r} = weights[ubase + min({r}u * SG + row_lane, CO_TILE - 1u) * cin4 + c4];\n"
-                );
-            }
+    // Row k of the tile's weights: output channel co_base + k at input channels 4 c4...
+    let weight = |k: &str| match tex {
+        false => format!("weights[ubase + ({k}) * cin4 + c4]"),
+        true => format!("textureLoad(weights, vec2<i32>(i32(co_base + {k}), i32(t * cin4 + c4)))"),
+    };
+    if flavour == GemmFlavour::Subgroup {
+        for r in 0..rows {
+            inner += &format!("        let w{r} = {};\n", weight(&format!("min({r}u * SG + row_lane, CO_TILE - 1u)")));
         }
-        GemmFlavour::Portable => {}
     }
     for co in 0..co_tile {
         inner += &match flavour {
             GemmFlavour::Subgroup => format!("        let b{co} = subgroupBroadcast(w{}, {}u);\n", co / sg, co % sg),
-            GemmFlavour::Portable => format!("        let b{co} = weights[ubase + {co}u * cin4 + c4];\n"),
+            GemmFlavour::Portable => format!("        let b{co} = {};\n", weight(&format!("{co}u"))),
         };
         for p in 0..px {
             let (a, x, b) = (format!("a{p}_{}.{}", co / 4, COMPONENTS[co % 4]), format!("x{p}"), format!("b{co}"));
@@ -586,8 +638,18 @@ pub fn instantiate_gemm(flavour: GemmFlavour, sg: usize) -> String {
     let mut out = String::new();
     for p in 0..px {
         out += &format!("    if (first + {p}u < tiles) {{\n");
+        if tex {
+            out += &format!(
+                "        let tile = first + {p}u;\n        let mx = i32((tile % params.tiles_x) * cout4 + co_base / 4u);\n        let my = i32(t * tile_rows + tile / params.tiles_x);\n"
+            );
+        }
         for c in 0..co_tile / 4 {
-            out += &format!("        product[((t * tiles + first + {p}u) * cout + co_base) / 4u + {c}u] = a{p}_{c};\n");
+            out += &match tex {
+                false => {
+                    format!("        product[((t * tiles + first + {p}u) * cout + co_base) / 4u + {c}u] = a{p}_{c};\n")
+                }
+                true => format!("        textureStore(product, vec2<i32>(mx + {c}, my), a{p}_{c});\n"),
+            };
         }
         out += "    }\n";
     }
@@ -600,7 +662,20 @@ pub fn instantiate_gemm(flavour: GemmFlavour, sg: usize) -> String {
         ),
         GemmFlavour::Portable => ("", "", "    if (!live) {\n        return;\n    }"),
     };
+    let bindings = match tex {
+        false => {
+            "@group(0) @binding(1) var<storage, read> weights: array<vec4<f32>>;\n\
+                  @group(0) @binding(2) var<storage, read> transformed: array<vec4<f32>>;\n\
+                  @group(0) @binding(3) var<storage, read_write> product: array<vec4<f32>>;"
+        }
+        true => {
+            "@group(0) @binding(1) var weights: texture_storage_2d<rgba32float, read>;\n\
+                 @group(0) @binding(2) var transformed: texture_storage_2d<rgba32float, read>;\n\
+                 @group(0) @binding(3) var product: texture_storage_2d<rgba32float, write>;"
+        }
+    };
     GEMM_TEMPLATE
+        .replace("{{BINDINGS}}", bindings)
         .replace("{{SG}}", &sg.max(1).to_string())
         .replace("{{PX}}", &px.to_string())
         .replace("{{CO_TILE}}", &co_tile.to_string())
@@ -612,6 +687,33 @@ pub fn instantiate_gemm(flavour: GemmFlavour, sg: usize) -> String {
         .replace("{{STORE}}", out.trim_end())
 }
 
+/// Size (width, height) in texels of the V (`channels` = in_channels) or M (out_channels) texture
+/// of `p`'s band.
+pub fn scratch_texture_size(p: &WinogradParams, channels: u32) -> (u32, u32) {
+    (p.tiles_x * channels / 4, (p.points() * p.tile_rows()) as u32)
+}
+
+/// Size (width, height) in texels of the U texture: texel `(co, t * in_channels / 4 + c4)`.
+pub fn weights_texture_size(p: &WinogradParams) -> (u32, u32) {
+    (p.out_channels, p.points() as u32 * p.in_channels / 4)
+}
+
+/// U (`[T][out][in]`, tile `tile`) in the order of the U texture ([`weights_texture_size`]).
+pub fn weights_texture_data(tile: usize, in_channels: usize, out_channels: usize, u: &[f32]) -> Vec<f32> {
+    let (cin4, cout) = (in_channels / 4, out_channels);
+    let mut out = vec![0.0; u.len()];
+    for t in 0..transform(tile).points() {
+        for co in 0..cout {
+            for c4 in 0..cin4 {
+                let texel = (t * cin4 + c4) * cout + co;
+                let from = (t * cout + co) * cin4 + c4;
+                out[4 * texel..4 * texel + 4].copy_from_slice(&u[4 * from..4 * from + 4]);
+            }
+        }
+    }
+    out
+}
+
 fn input_lens(p: &WinogradParams) -> Vec<u64> {
     [p.conv().band_input_len(1), p.transformed_input_len()].map(|n| n as u64).to_vec()
 }
@@ -621,18 +723,18 @@ fn output_lens(p: &WinogradParams) -> Vec<u64> {
 }
 
 macro_rules! transform_kernels {
-    ($input:ident, $output:ident, $m:literal) => {
-        #[doc = concat!("`winograd_f", $m, ".input_transform`: bindings input (the band's rows with a halo row either side), transformed (V). Writes `=`.")]
+    ($input:ident, $output:ident, $m:literal, $suffix:literal, $operands:expr, $scratch:expr, $read:expr) => {
+        #[doc = concat!("`winograd_f", $m, $suffix, ".input_transform`: bindings input (the band's rows with a halo row either side), transformed (V). Writes `=`.")]
         pub struct $input;
 
         impl Kernel for $input {
             type Params = WinogradParams;
             const ENTRY: EntryPoint = EntryPoint {
-                shader: transforms_shader($m),
+                shader: transforms_shader($m, $operands),
                 entry: "input_transform",
                 workgroup_size: INVOCATIONS as u32,
                 params_bytes: std::mem::size_of::<WinogradParams>(),
-                bindings: &[read(1, "input"), read_write(2, "transformed")],
+                bindings: &[read(1, "input"), $scratch(2, "transformed")],
             };
             fn workgroups(p: &WinogradParams) -> u64 {
                 groups_for((p.tiles() * p.in_channels as usize / 4) as u64, INVOCATIONS as u32)
@@ -642,17 +744,17 @@ macro_rules! transform_kernels {
             }
         }
 
-        #[doc = concat!("`winograd_f", $m, ".output_transform`: bindings product (M), bias, output (the band's rows). Writes `=` or `+=`.")]
+        #[doc = concat!("`winograd_f", $m, $suffix, ".output_transform`: bindings product (M), bias, output (the band's rows). Writes `=` or `+=`.")]
         pub struct $output;
 
         impl Kernel for $output {
             type Params = WinogradParams;
             const ENTRY: EntryPoint = EntryPoint {
-                shader: transforms_shader($m),
+                shader: transforms_shader($m, $operands),
                 entry: "output_transform",
                 workgroup_size: INVOCATIONS as u32,
                 params_bytes: std::mem::size_of::<WinogradParams>(),
-                bindings: &[read(1, "product"), read(2, "bias"), read_write(3, "output")],
+                bindings: &[$read(1, "product"), read(2, "bias"), read_write(3, "output")],
             };
             fn workgroups(p: &WinogradParams) -> u64 {
                 groups_for((p.tiles() * p.out_channels as usize / 4) as u64, INVOCATIONS as u32)
@@ -664,8 +766,10 @@ macro_rules! transform_kernels {
     };
 }
 
-transform_kernels!(InputF2, OutputF2, 2);
-transform_kernels!(InputF4, OutputF4, 4);
+transform_kernels!(InputF2, OutputF2, 2, "", Operands::Storage, read_write, read);
+transform_kernels!(InputF4, OutputF4, 4, "", Operands::Storage, read_write, read);
+transform_kernels!(InputF2Tex, OutputF2Tex, 2, "_tex", Operands::Texture, texture_write, texture);
+transform_kernels!(InputF4Tex, OutputF4Tex, 4, "_tex", Operands::Texture, texture_write, texture);
 
 fn gemm_workgroups(p: &WinogradParams) -> u64 {
     let blocks = p.tiles().div_ceil(GEMM_PX * INVOCATIONS);
@@ -677,18 +781,18 @@ fn gemm_lens(p: &WinogradParams) -> Vec<u64> {
 }
 
 macro_rules! gemm_kernel {
-    ($name:ident, $flavour:expr, $doc:literal) => {
-        #[doc = $doc]
+    ($name:ident, $shader:literal, $flavour:expr, $operands:expr, $read:expr, $write:expr) => {
+        #[doc = concat!("`", $shader, ".forward`: the products. Bindings weights (U), transformed (V), product (M). Writes `=`.")]
         pub struct $name;
 
         impl Kernel for $name {
             type Params = WinogradParams;
             const ENTRY: EntryPoint = EntryPoint {
-                shader: gemm_shader($flavour),
+                shader: gemm_shader($flavour, $operands),
                 entry: "forward",
                 workgroup_size: INVOCATIONS as u32,
                 params_bytes: std::mem::size_of::<WinogradParams>(),
-                bindings: &[read(1, "weights"), read(2, "transformed"), read_write(3, "product")],
+                bindings: &[$read(1, "weights"), $read(2, "transformed"), $write(3, "product")],
             };
             fn workgroups(p: &WinogradParams) -> u64 {
                 gemm_workgroups(p)
@@ -700,8 +804,69 @@ macro_rules! gemm_kernel {
     };
 }
 
-gemm_kernel!(GemmSubgroup, GemmFlavour::Subgroup, "`winograd_gemm_subgroup.forward`: the products with subgroup broadcasts. Bindings weights (U), transformed (V), product (M). Writes `=`.");
-gemm_kernel!(Gemm, GemmFlavour::Portable, "`winograd_gemm.forward`: the products on any adapter. Bindings weights (U), transformed (V), product (M). Writes `=`.");
+gemm_kernel!(GemmSubgroup, "winograd_gemm_subgroup", GemmFlavour::Subgroup, Operands::Storage, read, read_write);
+gemm_kernel!(Gemm, "winograd_gemm", GemmFlavour::Portable, Operands::Storage, read, read_write);
+gemm_kernel!(
+    GemmSubgroupTex,
+    "winograd_gemm_subgroup_tex",
+    GemmFlavour::Subgroup,
+    Operands::Texture,
+    texture,
+    texture_write
+);
+gemm_kernel!(GemmTex, "winograd_gemm_tex", GemmFlavour::Portable, Operands::Texture, texture, texture_write);
+
+/// The Winograd conv of `p`'s band as planned commands: the input transform, the products (with
+/// subgroup broadcasts when `subgroup`), the output transform, with V, M and U in `operands`
+/// (buffers, or textures of [`scratch_texture_size`] and [`weights_texture_size`] or larger).
+pub fn plan<R: Clone>(
+    p: &WinogradParams,
+    operands: Operands,
+    subgroup: bool,
+    [input, weights, transformed, product, bias, output]: [R; 6],
+) -> Vec<Planned<R>> {
+    use Planned as P;
+    let first = vec![input, transformed.clone()];
+    let gemm = vec![weights, transformed, product.clone()];
+    let last = vec![product, bias, output];
+    let (input, output) = match (p.tile, operands) {
+        (2, Operands::Storage) => (P::dispatch::<InputF2>(p, first), P::dispatch::<OutputF2>(p, last)),
+        (4, Operands::Storage) => (P::dispatch::<InputF4>(p, first), P::dispatch::<OutputF4>(p, last)),
+        (2, Operands::Texture) => (P::dispatch::<InputF2Tex>(p, first), P::dispatch::<OutputF2Tex>(p, last)),
+        (4, Operands::Texture) => (P::dispatch::<InputF4Tex>(p, first), P::dispatch::<OutputF4Tex>(p, last)),
+        (m, _) => panic!("no Winograd tile {m}"),
+    };
+    let gemm = match (subgroup, operands) {
+        (true, Operands::Storage) => P::dispatch::<GemmSubgroup>(p, gemm),
+        (false, Operands::Storage) => P::dispatch::<Gemm>(p, gemm),
+        (true, Operands::Texture) => P::dispatch::<GemmSubgroupTex>(p, gemm),
+        (false, Operands::Texture) => P::dispatch::<GemmTex>(p, gemm),
+    };
+    vec![input, gemm, output]
+}
+
+/// The tile with fewer products over the map padded to whole tiles (F(2x2) on a tie: it rounds
+/// less): F(4x4) on every map of at least 8 x 8, F(2x2) on the smallest.
+pub fn tile_for(p: &Conv3x3Params) -> usize {
+    let cost = |m: usize| {
+        let tiles = (p.height as usize).div_ceil(m) * (p.width as usize).div_ceil(m);
+        tiles * transform(m).points()
+    };
+    if cost(4) < cost(2) {
+        4
+    } else {
+        2
+    }
+}
+
+/// Whether the texture flavour can run `p` on a device whose 2D textures are at most `max_dim`
+/// texels a side: the widths of V, M and U and the height of U fit (V's and M's heights are split
+/// in bands).
+pub fn textures_fit(p: &WinogradParams, max_dim: u32) -> bool {
+    let (uw, uh) = weights_texture_size(p);
+    let widest = p.tiles_x * p.in_channels.max(p.out_channels) / 4;
+    widest.max(uw).max(uh) <= max_dim && (p.points() as u32) <= max_dim
+}
 
 /// Whether the Winograd kernels can run a conv `in_channels -> out_channels`: vec4 loads along
 /// input channels, whole products tiles of output channels.

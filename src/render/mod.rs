@@ -64,7 +64,7 @@ pub fn check_output_size(
 /// with the optimiser's buffers, with the largest size of the same aspect ratio that fits in the
 /// refusal.
 fn check_fits(gpu: &Gpu, library: &KernelLibrary, options: &RenderOptions, tape: &Tape) -> Result<()> {
-    let plan = crate::net::plan::Plan::new(tape, &crate::net::plan::Capabilities::of(gpu, library));
+    let plan = crate::net::plan::Plan::new(tape, &capabilities(gpu, library, options));
     match plan.check_fits_with(options.optimiser_bytes(tape.spec.height * tape.spec.width)) {
         Ok(_) => Ok(()),
         Err(Error::ImageSize { height, width, message }) => {
@@ -91,7 +91,7 @@ pub fn largest_fitting_size(
     options: &RenderOptions,
     (width, height): (usize, usize),
 ) -> Option<(usize, usize)> {
-    let caps = crate::net::plan::Capabilities::of(gpu, library);
+    let caps = capabilities(gpu, library, options);
     let at = |edge: usize| Size::LongEdge(edge).of(width, height);
     let fits = |edge: usize| {
         let (w, h) = at(edge);
@@ -243,7 +243,7 @@ impl<'g> Render<'g> {
         let spec = options.loss_spec_with(width, height, &style_factors, &content_factors, tv_factor);
         let tape = tape.with_loss_weights(&spec)?;
 
-        let engine = Engine::new(gpu, library, weights, tape)?;
+        let engine = Engine::with_capabilities(gpu, library, weights, tape, &capabilities(gpu, library, options))?;
         engine.set_image_rgba(&packed(&content_img))?;
         engine.forward()?;
         engine.capture_targets(LossKind::Content)?;
@@ -424,7 +424,12 @@ fn content_features(
     }
     let (w, h) = (content.width() as usize, content.height() as usize);
     let spec = LossSpec { style: Vec::new(), tv: 0.0, ..options.loss_spec(w, h) };
-    loss_sources(gpu, library, weights, Tape::build(&spec)?, content, LossKind::Content)
+    loss_sources(gpu, library, weights, Tape::build(&spec)?, content, LossKind::Content, options)
+}
+
+/// What this device runs, with the 3x3 convs `options` chose (`--conv`).
+fn capabilities(gpu: &Gpu, library: &KernelLibrary, options: &RenderOptions) -> crate::net::plan::Capabilities {
+    crate::net::plan::Capabilities::of(gpu, library).with_conv(options.conv)
 }
 
 /// What the `kind` losses of `tape` compare with their targets, for `image` (of the tape's size),
@@ -436,8 +441,10 @@ fn loss_sources(
     tape: Tape,
     image: &RgbImage,
     kind: LossKind,
+    options: &RenderOptions,
 ) -> Result<Vec<Vec<f32>>> {
-    let engine = Engine::new(gpu, library, weights, tape.without_backward())?;
+    let caps = capabilities(gpu, library, options);
+    let engine = Engine::with_capabilities(gpu, library, weights, tape.without_backward(), &caps)?;
     engine.set_image_rgba(&packed(image))?;
     engine.forward()?;
     engine.loss_sources(kind)
@@ -464,5 +471,5 @@ fn style_grams(
     };
     let spec = LossSpec { content: Vec::new(), tv: 0.0, ..options.loss_spec(sw, sh) };
     let tape = Tape::build(&spec).map_err(scaled)?;
-    loss_sources(gpu, library, weights, tape, &resize(style, sw, sh), LossKind::Style).map_err(scaled)
+    loss_sources(gpu, library, weights, tape, &resize(style, sw, sh), LossKind::Style, options).map_err(scaled)
 }

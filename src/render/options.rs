@@ -4,6 +4,7 @@
 use image::RgbImage;
 
 use crate::error::{Error, Result};
+use crate::net::plan::ConvChoice;
 use crate::net::tape::LossSpec;
 use crate::net::vgg::{min_side, Pooling};
 use crate::ops::adam::AdamConfig;
@@ -110,6 +111,9 @@ pub struct RenderOptions {
     pub scales: Scales,
     /// Iterations of each scale (one per scale); empty: the rule of [`RenderOptions::schedule`].
     pub scale_iterations: Vec<u32>,
+    /// Which 3x3 conv kernels run: the engine's rule, the direct conv, or Winograd wherever it
+    /// suits.
+    pub conv: ConvChoice,
 }
 
 /// Render options that passed every check for a number of style images ([`RenderOptions::check`]),
@@ -348,6 +352,7 @@ impl Default for RenderOptions {
             loss_scale: LossScale::Relative,
             scales: Scales::Auto,
             scale_iterations: Vec::new(),
+            conv: ConvChoice::Auto,
         }
     }
 }
