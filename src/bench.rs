@@ -130,9 +130,9 @@ impl Bench<'_> {
         p: &Conv3x3Params,
         m: usize,
         operands: winograd::Operands,
+        subgroup: bool,
     ) -> Result<()> {
         let wp = WinogradParams::new(p, m);
-        let subgroup = self.library.has::<winograd::GemmSubgroup>();
         let (input, bias, output) =
             (self.buffer(p.input_len()), self.buffer(p.bias_len()), self.buffer(p.output_len()));
         let (u, v, product);
@@ -161,26 +161,41 @@ impl Bench<'_> {
                 [Resource::Texture(&textures[0]), Resource::Texture(&textures[1]), Resource::Texture(&textures[2])]
             }
         };
-        let resources = [
-            Resource::Buffer(&input),
-            scratch[0],
-            scratch[1],
-            scratch[2],
-            Resource::Buffer(&bias),
-            Resource::Buffer(&output),
-        ];
-        let commands = winograd::plan(&wp, operands, subgroup, resources)
+        // The input from its map texture where the engine would read it so (the copy counts).
+        let max = self.gpu.limits.max_texture_dimension_2d;
+        let map_input = operands == winograd::Operands::Texture && winograd::map_input_fits(p, max);
+        let map = fast::create_texture(
+            self.gpu,
+            "winograd input map",
+            if map_input { fast::input_texture_size(p) } else { (1, 1) },
+        );
+        let input_resource = if map_input { Resource::Texture(&map) } else { Resource::Buffer(&input) };
+        let resources =
+            [input_resource, scratch[0], scratch[1], scratch[2], Resource::Buffer(&bias), Resource::Buffer(&output)];
+        let mut commands = winograd::plan(&wp, operands, subgroup, map_input, resources)
             .iter()
             .map(|c| bind_planned(self.gpu, self.library, c))
             .collect::<Result<Vec<Command>>>()?;
+        if map_input {
+            commands.insert(0, fast::map_copy(&input, &map, p.height, p.width, p.in_channels));
+        }
         let refs: Vec<&Command> = commands.iter().collect();
         let seconds = time_commands(self.gpu, &refs, self.reps)?;
-        // Each stage alone, for the share of the transforms and the products' own rate.
-        let stages: Vec<f64> = refs.iter().map(|c| time_commands(self.gpu, &[c], self.reps)).collect::<Result<_>>()?;
+        // Each stage alone (the copy with the input transform), for the share of the transforms
+        // and the products' own rate.
+        let n = refs.len();
+        let stages = [&refs[..n - 2], &refs[n - 2..n - 1], &refs[n - 1..]]
+            .map(|stage| time_commands(self.gpu, stage, self.reps))
+            .into_iter()
+            .collect::<Result<Vec<f64>>>()?;
         let name = format!(
             "winograd F({m}x{m}) {}{} (ms in, products, out: {:.1}, {:.1}, {:.1}; products {:.1} GFLOP/s)",
             if subgroup { "subgroup" } else { "portable" },
-            if operands == winograd::Operands::Texture { " tex" } else { "" },
+            match (operands, map_input) {
+                (winograd::Operands::Texture, true) => " tex, map input",
+                (winograd::Operands::Texture, false) => " tex",
+                _ => "",
+            },
             stages[0] * 1e3,
             stages[1] * 1e3,
             stages[2] * 1e3,
@@ -282,9 +297,15 @@ pub fn kernel_benchmarks(
             b.texture_conv(family, shape(p), p)?;
         }
         if crate::ops::winograd::suits(p) {
+            // Every tile and operand kind with this adapter's products kernel; the portable
+            // products (no subgroups) beside them at F(4x4).
+            let own = library.has::<winograd::GemmSubgroup>();
             for m in [2, 4] {
                 for operands in [winograd::Operands::Storage, winograd::Operands::Texture] {
-                    b.winograd_conv(family, shape(p), p, m, operands)?;
+                    b.winograd_conv(family, shape(p), p, m, operands, own)?;
+                    if own && m == 4 {
+                        b.winograd_conv(family, shape(p), p, m, operands, false)?;
+                    }
                 }
             }
         }

@@ -119,6 +119,7 @@ fn run_gpu(
     initial: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (gpu, lib) = common::gpu().unwrap();
+    assert!(winograd::suits(&wp.conv()), "{wp:?} does not suit the Winograd kernels");
     let zeros = |n: usize| vec![0u8; 4 * n];
     let v = match wp.tile {
         2 => run_once::<winograd::InputF2>(gpu, lib, wp, &[bytes(input), &zeros(wp.transformed_input_len())]),
@@ -137,6 +138,52 @@ fn run_gpu(
         _ => run_once::<winograd::OutputF4>(gpu, lib, wp, &out_inputs),
     };
     (v, product, floats(&out.unwrap()[0]))
+}
+
+/// The three Winograd kernels with V, M and U in textures, through `winograd::plan` as the engine
+/// runs them (the input from its map texture, filled by a copy, when `map_input`).
+fn run_gpu_textured(
+    wp: &WinogradParams,
+    subgroup: bool,
+    map_input: bool,
+    u: &[f32],
+    bias: &[f32],
+    input: &[f32],
+    initial: &[f32],
+) -> Vec<f32> {
+    use nst::gpu::{bind_planned, submit_commands, Command, Resource};
+    use nst::ops::conv3x3_subgroup as fast;
+    let (gpu, lib) = common::gpu().unwrap();
+    let p = wp.conv();
+    let (cin, cout) = (wp.in_channels as usize, wp.out_channels as usize);
+    let weights = fast::create_texture(gpu, "u", winograd::weights_texture_size(wp));
+    fast::write_texture(gpu, &weights, &winograd::weights_texture_data(wp.tile as usize, cin, cout, u));
+    let v = fast::create_texture(gpu, "v", winograd::scratch_texture_size(wp, wp.in_channels));
+    let m = fast::create_texture(gpu, "m", winograd::scratch_texture_size(wp, wp.out_channels));
+    let map = fast::create_texture(gpu, "map", fast::input_texture_size(&p));
+    let (input_buffer, bias, out) = (
+        gpu.buffer_from("input", bytes(input)),
+        gpu.buffer_from("bias", bytes(bias)),
+        gpu.buffer_from("output", bytes(initial)),
+    );
+    let first = if map_input { Resource::Texture(&map) } else { Resource::Buffer(&input_buffer) };
+    let resources = [
+        first,
+        Resource::Texture(&weights),
+        Resource::Texture(&v),
+        Resource::Texture(&m),
+        Resource::Buffer(&bias),
+        Resource::Buffer(&out),
+    ];
+    let mut commands: Vec<Command> = winograd::plan(wp, winograd::Operands::Texture, subgroup, map_input, resources)
+        .iter()
+        .map(|c| bind_planned(gpu, lib, c).unwrap())
+        .collect();
+    if map_input {
+        commands.insert(0, fast::map_copy(&input_buffer, &map, p.height, p.width, p.in_channels));
+    }
+    submit_commands(gpu, "winograd textured", &commands.iter().collect::<Vec<_>>()).unwrap();
+    floats(&gpu.read_buffers(&[&out]).unwrap()[0])
 }
 
 /// The flavours of the products kernel this adapter built: portable always, subgroups where it
@@ -172,6 +219,17 @@ fn check_gpu(m: usize, p: &Conv3x3Params, seed: u64) -> f64 {
             p.height, p.width, p.relu, p.accumulate
         );
         let (v, product, out) = run_gpu(&wp, subgroup, &u, &bias, &input, &initial);
+        // The texture flavour does the same arithmetic: the same bits, with the input from its
+        // buffer and from its map texture.
+        let max = common::gpu().unwrap().0.limits.max_texture_dimension_2d;
+        let map_fits = winograd::map_input_fits(p, max);
+        for map_input in [false, true].into_iter().filter(|&m| !m || map_fits) {
+            let textured = run_gpu_textured(&wp, subgroup, map_input, &u, &bias, &input, &initial);
+            assert!(
+                textured == out,
+                "{name}: the texture flavour (map input {map_input}) differs from the storage flavour"
+            );
+        }
 
         // Input transform: two passes of at most alpha terms, each a multiply and an add.
         let mut want_v = vec![0.0; wp.transformed_input_len()];
@@ -278,10 +336,10 @@ fn winograd_kernels_match_their_twins_and_the_direct_conv_at_odd_shapes() {
     }
     for m in [2, 4] {
         for (k, &(h, w, cin, cout, relu, acc)) in [
-            (1, 1, 4, 16, false, false),
-            (5, 7, 4, 16, true, false),
+            (1, 1, 4, 32, false, false),
+            (5, 7, 4, 32, true, false),
             (9, 13, 8, 32, false, true),
-            (17, 3, 12, 16, true, true),
+            (17, 3, 12, 32, true, true),
         ]
         .iter()
         .enumerate()
@@ -294,13 +352,15 @@ fn winograd_kernels_match_their_twins_and_the_direct_conv_at_odd_shapes() {
 
 #[test]
 fn winograd_kernels_match_the_direct_conv_at_vgg_channel_counts() {
+    // (Rows of 64 x 64 channels and wider suit a copy into the map texture: the map-input
+    // flavour runs at these shapes.)
     if !gpu_runs_winograd() {
         return;
     }
     let mut worst = [0.0f64; 2];
     for (i, m) in [2, 4].into_iter().enumerate() {
         for (k, &(s, cin, cout)) in
-            [(32, 64, 64), (16, 128, 256), (8, 512, 512), (12, 4, 64), (8, 256, 16)].iter().enumerate()
+            [(32, 64, 64), (16, 128, 256), (8, 512, 512), (12, 4, 64), (8, 256, 32)].iter().enumerate()
         {
             let p = Conv3x3Params::new(s, s, cin, cout).with_relu(true);
             worst[i] = worst[i].max(check_gpu(m, &p, 200 + k as u64));
@@ -340,7 +400,7 @@ fn a_winograd_conv_computed_band_by_band_equals_the_whole_map_bit_for_bit() {
     if !gpu_runs_winograd() {
         return;
     }
-    let (h, w, cin, cout) = (23, 9, 8, 16);
+    let (h, w, cin, cout) = (23, 9, 8, 32);
     let p = Conv3x3Params::new(h, w, cin, cout).with_relu(true);
     let mut rng = Rng::new(400);
     let (weights, bias) = conv_weights(&mut rng, &p);
@@ -381,6 +441,9 @@ fn a_winograd_conv_computed_band_by_band_equals_the_whole_map_bit_for_bit() {
                 banded[start..start + out.len()].copy_from_slice(&out);
             }
             assert_eq!(banded, whole, "F({m}) subgroup={subgroup}: bands differ from the whole map");
+            let want = direct_f64(&p, &weights, &bias, &input, &vec![0.0; p.output_len()]);
+            let bound = winograd::rounding_bound(&WinogradParams::new(&p, m), &weights, &bias, &input, &[]);
+            assert_within(&format!("F({m}) subgroup={subgroup} whole map"), &whole, &want, &bound);
         }
     }
 }

@@ -61,8 +61,8 @@ pub struct Capabilities {
 /// Which 3x3 conv kernels a plan uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ConvChoice {
-    /// The rule of [`Capabilities::winograd`]: Winograd wherever the shape suits it and it has at
-    /// least 128 input channels, else direct.
+    /// The rule of [`Capabilities::winograd`]: Winograd wherever the shape suits it, for input
+    /// gradients from 64 input channels and forward convs from 128; else direct.
     #[default]
     Auto,
     /// The direct conv everywhere: the baseline.
@@ -176,18 +176,24 @@ impl Capabilities {
         })
     }
 
-    /// The Winograd tile and operands of a conv pass with `params`, where it runs as a Winograd
-    /// conv: when `conv` allows it (auto: at least 128 input channels, measured: with Winograd in
-    /// the first block too, the 64-channel convs next to the image, a 64 px render's loss
-    /// trajectory ran up to 1.35e-3 from the direct conv's within 20 iterations; from 128 channels
-    /// 3.1e-4, as far as changing only the Gram kernels' summation order moves it, 3.0e-4), the
-    /// shape suits the kernels, and the tile is
+    /// The Winograd tile and operands of a conv pass with `params` (an input gradient when
+    /// `gradient`), where it runs as a Winograd conv: when `conv` allows it, the shape suits the kernels, and the tile is
     /// the one with fewer products over the map padded to whole tiles (F(2x2) on a tie: it rounds
     /// less). Texture operands where the texture kernels run and V, M and U fit the texture limit
     /// (their heights are split in bands); else buffers.
-    pub fn winograd(&self, params: &Conv3x3Params) -> Option<(usize, winograd::Operands)> {
+    ///
+    /// Auto: input gradients from 64 input channels, forward convs from 128. Measured on a 64 px
+    /// render's loss trajectory against the direct conv's over 20 iterations: 3.3e-4 apart so, as
+    /// far as changing only the Gram kernels' summation order moves it (3.0e-4); with the
+    /// first block's forward convs (64 channels) too, 1.0e-3 to 1.35e-3. A forward conv's
+    /// rounding moves discrete choices: where the direct conv gives a dead ReLU's exact 0, a
+    /// Winograd tile's other inputs leave a last-bit residue, which passes the ReLU, wins a 2x2
+    /// max pool over exact zeros and opens the gradient's path through that pixel. An input
+    /// gradient's rounding stays continuous.
+    pub fn winograd(&self, params: &Conv3x3Params, gradient: bool) -> Option<(usize, winograd::Operands)> {
         let wanted = match self.conv {
             ConvChoice::Direct => false,
+            ConvChoice::Auto if gradient => params.in_channels >= 64,
             ConvChoice::Auto => params.in_channels >= 128,
             ConvChoice::Winograd => true,
         };
@@ -497,7 +503,7 @@ fn conv_pass(
     [input, output]: [TensorId; 2],
 ) -> Vec<Planned<Operand>> {
     let caps = layout.caps;
-    if let Some((m, operands)) = caps.winograd(params) {
+    if let Some((m, operands)) = caps.winograd(params, transposed) {
         // Where a band of the maps cannot hold m rows, F(2x2); where not even 2, the direct conv.
         for m in [m, 2].into_iter().filter(|&t| t <= m) {
             if let Some(rows) = winograd_rows(layout, params, m, operands, [input, output]) {
@@ -674,15 +680,26 @@ fn winograd_pass(
         };
         Operand::from(r.winograd_scratch(which, shape))
     });
+    // With texture operands the input transform reads the input's map texture where it fits
+    // (shared with the direct texture conv's of that shape; the copy is not a binding).
+    let map_input = texture && caps.texture_conv.is_some_and(|max| winograd::map_input_fits(params, max));
     let mut plan = Vec::new();
+    let map: Option<Operand> = map_input.then(|| {
+        let texture = r.map_texture(conv3x3_subgroup::input_texture_size(params)).into();
+        let source = Operand::from(layout.tensors[input]);
+        plan.push(conv3x3_subgroup::planned_map_copy(source, texture, params.height, params.width, params.in_channels));
+        texture
+    });
     for b in &bands {
-        let (b, maps) = band_operands(layout, b, [input, output], [band_input, band_output]);
+        let (b, maps) = band_operands(layout, b, [input, output], [band_input && !map_input, band_output]);
         let p = winograd::WinogradParams::new(&b, m);
+        let input = map.unwrap_or(maps[0]);
         plan.extend(winograd::plan(
             &p,
             operands,
             caps.winograd_subgroup,
-            [maps[0], u, v, product, bias.into(), maps[1]],
+            map_input,
+            [input, u, v, product, bias.into(), maps[1]],
         ));
     }
     plan

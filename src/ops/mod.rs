@@ -68,6 +68,8 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     winograd::InputF2Tex::ENTRY,
     winograd::OutputF2Tex::ENTRY,
     winograd::InputF4Tex::ENTRY,
+    winograd::InputF2Map::ENTRY,
+    winograd::InputF4Map::ENTRY,
     winograd::OutputF4Tex::ENTRY,
     winograd::GemmSubgroup::ENTRY,
     winograd::Gemm::ENTRY,

@@ -499,6 +499,34 @@ pub fn instantiate_transforms(m: usize, operands: Operands) -> String {
             );
         }
     }
+    // The same entry reading the map texture (texture flavour).
+    let map_entry = match operands {
+        Operands::Storage => String::new(),
+        Operands::Texture => format!(
+            "\n@group(0) @binding(1) var map: texture_storage_2d<rgba32float, read>;\n\n\
+             fn load_map(y: i32, x: i32, c4: u32, cin4: u32) -> vec4<f32> {{\n\
+             \x20   // The border holds the zero padding at -1 and at height / width; tiles past the map\n\
+             \x20   // read further, which is zero too.\n\
+             \x20   if (y > i32(params.height) || x > i32(params.width)) {{\n        return vec4<f32>(0.0);\n    }}\n\
+             \x20   return textureLoad(map, vec2<i32>((x + 1) * i32(cin4) + i32(c4), y + 1));\n}}\n\n\
+             @compute @workgroup_size(64)\n\
+             fn input_transform_map(\n\
+             \x20   @builtin(workgroup_id) wid: vec3<u32>,\n\
+             \x20   @builtin(num_workgroups) nwg: vec3<u32>,\n\
+             \x20   @builtin(local_invocation_index) lid: u32,\n) {{\n\
+             \x20   let index = (wid.x + wid.y * nwg.x) * 64u + lid;\n\
+             \x20   let cin4 = params.in_channels / 4u;\n\
+             \x20   let tiles = band_tiles();\n\
+             \x20   if (index >= tiles * cin4) {{\n        return;\n    }}\n\
+             \x20   let c4 = index % cin4;\n\
+             \x20   let tile = index / cin4;\n\
+             \x20   let y0 = i32(params.band_start + (tile / params.tiles_x) * M) - 1;\n\
+             \x20   let x0 = i32((tile % params.tiles_x) * M) - 1;\n\
+             \x20   let tile_rows = tiles / params.tiles_x;\n{}\n{}\n}}\n",
+            load.trim_end().replace("load_input(", "load_map("),
+            input.trim_end()
+        ),
+    };
     let mut gather = String::new();
     for t in 0..a * a {
         gather += &format!("    let p{}_{} = load_product({t}u, tile, tiles, tile_rows, co4, cout4);\n", t / a, t % a);
@@ -554,6 +582,7 @@ pub fn instantiate_transforms(m: usize, operands: Operands) -> String {
         .replace("{{STORE_TRANSFORMED}}", &store)
         .replace("{{PRODUCT_BINDING}}", &product)
         .replace("{{LOAD_PRODUCT}}", &load_product)
+        .replace("{{MAP_ENTRY}}", &map_entry)
         .replace("{{LOAD}}", load.trim_end())
         .replace("{{INPUT}}", input.trim_end())
         .replace("{{GATHER}}", gather.trim_end())
@@ -766,6 +795,34 @@ macro_rules! transform_kernels {
     };
 }
 
+macro_rules! map_input_kernel {
+    ($name:ident, $m:literal) => {
+        #[doc = concat!("`winograd_f", $m, "_tex.input_transform_map`: bindings input (the map texture), transformed (V, a texture). Writes `=`.")]
+        pub struct $name;
+
+        impl Kernel for $name {
+            type Params = WinogradParams;
+            const ENTRY: EntryPoint = EntryPoint {
+                shader: transforms_shader($m, Operands::Texture),
+                entry: "input_transform_map",
+                workgroup_size: INVOCATIONS as u32,
+                params_bytes: std::mem::size_of::<WinogradParams>(),
+                bindings: &[texture(1, "input"), texture_write(2, "transformed")],
+            };
+            fn workgroups(p: &WinogradParams) -> u64 {
+                groups_for((p.tiles() * p.in_channels as usize / 4) as u64, INVOCATIONS as u32)
+            }
+            fn binding_lens(p: &WinogradParams) -> Vec<u64> {
+                let (w, h) = super::conv3x3_subgroup::map_texture_size(p.height, p.width, p.in_channels);
+                vec![4 * w as u64 * h as u64, p.transformed_input_len() as u64]
+            }
+        }
+    };
+}
+
+map_input_kernel!(InputF2Map, 2);
+map_input_kernel!(InputF4Map, 4);
+
 transform_kernels!(InputF2, OutputF2, 2, "", Operands::Storage, read_write, read);
 transform_kernels!(InputF4, OutputF4, 4, "", Operands::Storage, read_write, read);
 transform_kernels!(InputF2Tex, OutputF2Tex, 2, "_tex", Operands::Texture, texture_write, texture);
@@ -819,13 +876,17 @@ gemm_kernel!(GemmTex, "winograd_gemm_tex", GemmFlavour::Portable, Operands::Text
 /// The Winograd conv of `p`'s band as planned commands: the input transform, the products (with
 /// subgroup broadcasts when `subgroup`), the output transform, with V, M and U in `operands`
 /// (buffers, or textures of [`scratch_texture_size`] and [`weights_texture_size`] or larger).
+/// With `map_input` (texture operands only), the input is the input's map texture
+/// ([`map_texture_size`](super::conv3x3_subgroup::map_texture_size)), filled by the caller.
 pub fn plan<R: Clone>(
     p: &WinogradParams,
     operands: Operands,
     subgroup: bool,
+    map_input: bool,
     [input, weights, transformed, product, bias, output]: [R; 6],
 ) -> Vec<Planned<R>> {
     use Planned as P;
+    debug_assert!(suits(&p.conv()), "{p:?} does not suit the Winograd kernels");
     let first = vec![input, transformed.clone()];
     let gemm = vec![weights, transformed, product.clone()];
     let last = vec![product, bias, output];
@@ -836,6 +897,13 @@ pub fn plan<R: Clone>(
         (4, Operands::Texture) => (P::dispatch::<InputF4Tex>(p, first), P::dispatch::<OutputF4Tex>(p, last)),
         (m, _) => panic!("no Winograd tile {m}"),
     };
+    let input = match (map_input, p.tile, input) {
+        (false, _, input) => input,
+        (true, 2, P::Dispatch { operands, .. }) => P::dispatch::<InputF2Map>(p, operands),
+        (true, _, P::Dispatch { operands, .. }) => P::dispatch::<InputF4Map>(p, operands),
+        (true, _, _) => unreachable!("the input transform is a dispatch"),
+    };
+    debug_assert!(!map_input || operands == Operands::Texture, "a map texture input needs texture operands");
     let gemm = match (subgroup, operands) {
         (true, Operands::Storage) => P::dispatch::<GemmSubgroup>(p, gemm),
         (false, Operands::Storage) => P::dispatch::<Gemm>(p, gemm),
@@ -866,6 +934,16 @@ pub fn textures_fit(p: &WinogradParams, max_dim: u32) -> bool {
     let (uw, uh) = weights_texture_size(p);
     let widest = p.tiles_x * p.in_channels.max(p.out_channels) / 4;
     widest.max(uw).max(uh) <= max_dim && (p.points() as u32) <= max_dim
+}
+
+/// Whether the texture flavour can read `p`'s input from its map texture on a device whose 2D
+/// textures are at most `max_dim` texels a side: the map texture fits, and the map's rows suit a
+/// buffer-to-texture copy.
+pub fn map_input_fits(p: &Conv3x3Params, max_dim: u32) -> bool {
+    let (w, h) = super::conv3x3_subgroup::map_texture_size(p.height, p.width, p.in_channels);
+    p.in_channels.is_multiple_of(4)
+        && w.max(h) <= max_dim
+        && super::conv3x3_subgroup::map_rows_copyable(p.width, p.in_channels)
 }
 
 /// Whether the Winograd kernels can run a conv `in_channels -> out_channels`: vec4 loads along
