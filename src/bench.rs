@@ -133,6 +133,21 @@ impl Bench<'_> {
         subgroup: bool,
     ) -> Result<()> {
         let wp = WinogradParams::new(p, m);
+        // One band here: skip what the engine would split into bands.
+        let max = self.gpu.limits.max_texture_dimension_2d;
+        let fits = match operands {
+            winograd::Operands::Storage => {
+                let largest = wp.transformed_input_len().max(wp.product_len()).max(wp.transformed_weights_len());
+                4 * largest as u64 <= self.gpu.limits.max_storage_buffer_binding_size
+            }
+            winograd::Operands::Texture => {
+                let height = winograd::scratch_texture_size(&wp, p.in_channels).1;
+                winograd::textures_fit(&wp, max) && height <= max
+            }
+        };
+        if !fits {
+            return Ok(());
+        }
         let (input, bias, output) =
             (self.buffer(p.input_len()), self.buffer(p.bias_len()), self.buffer(p.output_len()));
         let (u, v, product);
@@ -162,7 +177,6 @@ impl Bench<'_> {
             }
         };
         // The input from its map texture where the engine would read it so (the copy counts).
-        let max = self.gpu.limits.max_texture_dimension_2d;
         let map_input = operands == winograd::Operands::Texture && winograd::map_input_fits(p, max);
         let map = fast::create_texture(
             self.gpu,
@@ -380,6 +394,8 @@ pub struct IterationResult {
     /// Seconds per kernel family when each command runs alone (sums to more than `seconds`: each
     /// submission pays its own start-up).
     pub breakdown: Vec<(String, f64)>,
+    /// The same by kernel: (name, commands, seconds), slowest first.
+    pub kernels: Vec<(String, usize, f64)>,
 }
 
 /// The default render's loss spec at a square of `side` pixels: content `relu4_2`, style
@@ -436,19 +452,29 @@ fn iteration_benchmark(
         }
         times.sort_by(f64::total_cmp);
         let mut breakdown: Vec<(String, f64)> = Vec::new();
+        let mut by_kernel: Vec<(String, usize, f64)> = Vec::new();
         for (name, seconds) in engine.profile_iteration(&[adam.step_command()])? {
+            match by_kernel.iter_mut().find(|(k, _, _)| *k == name) {
+                Some((_, n, s)) => {
+                    *n += 1;
+                    *s += seconds;
+                }
+                None => by_kernel.push((name.clone(), 1, seconds)),
+            }
             let family = family_of(&name);
             match breakdown.iter_mut().find(|(f, _)| *f == family) {
                 Some((_, s)) => *s += seconds,
                 None => breakdown.push((family.to_string(), seconds)),
             }
         }
+        by_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
         Ok(IterationResult {
             side,
             conv,
             seconds: times[times.len() / 2],
             memory_bytes: engine.allocated_bytes() + adam.allocated_bytes(),
             breakdown,
+            kernels: by_kernel,
         })
     }
 }
@@ -518,6 +544,10 @@ pub fn iteration_table(results: &[IterationResult]) -> String {
             &format!("\nshare of one iteration at {0}x{0}, --conv {1} (each command timed alone):\n", r.side, r.conv);
         for (family, s) in &r.breakdown {
             out += &format!("  {family:<20} {:>8.1} ms  {:>5.1}%\n", s * 1e3, 100.0 * s / total);
+        }
+        out += "the slowest kernels (commands, total):\n";
+        for (kernel, n, s) in r.kernels.iter().take(10) {
+            out += &format!("  {kernel:<44} {n:>3} {:>8.1} ms\n", s * 1e3);
         }
     }
     out

@@ -61,8 +61,8 @@ pub struct Capabilities {
 /// Which 3x3 conv kernels a plan uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ConvChoice {
-    /// The rule of [`Capabilities::winograd`]: Winograd wherever the shape suits it, for input
-    /// gradients from 64 input channels and forward convs from 128; else direct.
+    /// The rule of [`Capabilities::winograd`]: Winograd wherever the shape suits it from 128
+    /// input channels, else direct.
     #[default]
     Auto,
     /// The direct conv everywhere: the baseline.
@@ -176,24 +176,26 @@ impl Capabilities {
         })
     }
 
-    /// The Winograd tile and operands of a conv pass with `params` (an input gradient when
-    /// `gradient`), where it runs as a Winograd conv: when `conv` allows it, the shape suits the kernels, and the tile is
+    /// The Winograd tile and operands of a conv pass with `params`, where it runs as a Winograd
+    /// conv: when `conv` allows it, the shape suits the kernels, and the tile is
     /// the one with fewer products over the map padded to whole tiles (F(2x2) on a tie: it rounds
     /// less). Texture operands where the texture kernels run and V, M and U fit the texture limit
     /// (their heights are split in bands); else buffers.
     ///
-    /// Auto: input gradients from 64 input channels, forward convs from 128. Measured on a 64 px
-    /// render's loss trajectory against the direct conv's over 20 iterations: 3.3e-4 apart so, as
-    /// far as changing only the Gram kernels' summation order moves it (3.0e-4); with the
-    /// first block's forward convs (64 channels) too, 1.0e-3 to 1.35e-3. A forward conv's
-    /// rounding moves discrete choices: where the direct conv gives a dead ReLU's exact 0, a
-    /// Winograd tile's other inputs leave a last-bit residue, which passes the ReLU, wins a 2x2
-    /// max pool over exact zeros and opens the gradient's path through that pixel. An input
-    /// gradient's rounding stays continuous.
-    pub fn winograd(&self, params: &Conv3x3Params, gradient: bool) -> Option<(usize, winograd::Operands)> {
+    /// Auto: from 128 input channels, both directions. Measured on lavapipe (`nst bench`, 512 bits):
+    /// at 64 channels the transforms cost what the products save (512x512x64: 321 ms against the
+    /// direct conv's 304; at 256x256x64 103 against 74-81), from 128 the Winograd conv is 1.3-2.2x
+    /// faster. And on a 64 px render's loss trajectory against the direct conv's over 20
+    /// iterations: 3.1e-4 apart, as far as changing only the Gram kernels' summation order moves it
+    /// (3.0e-4); with the first block's forward convs (64 channels) too, 1.0e-3 to 1.35e-3, and
+    /// F(2x2) there did no better (1.8e-3). A forward conv's rounding reaches discrete choices: in
+    /// flat parts of a picture neighbouring pixels' features are nearly equal, so which one wins a
+    /// 2x2 max pool (and whether a ReLU near 0 opens) is decided in the last bits, and any other
+    /// summation order decides some of them otherwise; the gradient then takes another path. The
+    /// first block's maps are the largest and nearest the image.
+    pub fn winograd(&self, params: &Conv3x3Params) -> Option<(usize, winograd::Operands)> {
         let wanted = match self.conv {
             ConvChoice::Direct => false,
-            ConvChoice::Auto if gradient => params.in_channels >= 64,
             ConvChoice::Auto => params.in_channels >= 128,
             ConvChoice::Winograd => true,
         };
@@ -503,7 +505,7 @@ fn conv_pass(
     [input, output]: [TensorId; 2],
 ) -> Vec<Planned<Operand>> {
     let caps = layout.caps;
-    if let Some((m, operands)) = caps.winograd(params, transposed) {
+    if let Some((m, operands)) = caps.winograd(params) {
         // Where a band of the maps cannot hold m rows, F(2x2); where not even 2, the direct conv.
         for m in [m, 2].into_iter().filter(|&t| t <= m) {
             if let Some(rows) = winograd_rows(layout, params, m, operands, [input, output]) {

@@ -589,7 +589,10 @@ pub fn instantiate_transforms(m: usize, operands: Operands) -> String {
         .replace("{{OUTPUT}}", output.trim_end())
 }
 
-/// Tiles per invocation of the products kernel.
+/// Tiles per invocation of the products kernel. With [`GEMM_CO_TILE`] 32 that is 64
+/// accumulators. On lavapipe (512 bits, texture operands, `nst bench` at the 256 px shapes) the
+/// products ran at 21-27 GFLOP/s with 4 tiles x 16 channels and 30-60 with 2 x 32; 3 x 32, 4 x 32,
+/// 2 x 64 and 1 x 64 measured no better (within the machine's noise).
 pub const GEMM_PX: usize = 2;
 /// Output channels per invocation of the products kernel: out_channels must be a multiple of it.
 pub const GEMM_CO_TILE: usize = 32;
