@@ -205,8 +205,8 @@ const SMALL_BANDS: u64 = 60_000;
 fn kernel_variants(gpu: &nst::gpu::Gpu, lib: &nst::gpu::KernelLibrary) -> Vec<(&'static str, Capabilities)> {
     let own = Capabilities::of(gpu, lib);
     let pointwise = Capabilities { subgroup_gram: false, ..own };
-    // Without subgroups and textures: the convs from 128 channels run as the portable Winograd
-    // conv (storage operands, no broadcasts), the others as the portable direct conv.
+    // Without subgroups and textures: every conv that suits it runs as the portable Winograd conv
+    // (storage operands, no broadcasts), the gradient into the image as the portable direct conv.
     let portable = Capabilities {
         texture_conv: None,
         subgroup_conv: false,
