@@ -213,14 +213,18 @@ fn kernel_variants(gpu: &nst::gpu::Gpu, lib: &nst::gpu::KernelLibrary) -> Vec<(&
         pointwise_gram: false,
         subgroup_gram: false,
         winograd_subgroup: false,
+        winograd_textures: None,
         ..own
     };
+    // No subgroups, but textures: the portable Winograd products read textures.
+    let no_subgroups = Capabilities { winograd_textures: own.winograd_textures, ..portable };
     vec![
         ("this device's kernels", own),
         ("pointwise Gram forward", pointwise),
         ("portable kernels", portable),
         ("Winograd wherever it suits", own.with_conv(ConvChoice::Winograd)),
         ("portable kernels, direct conv", portable.with_conv(ConvChoice::Direct)),
+        ("no subgroups, Winograd in textures", no_subgroups),
     ]
 }
 

@@ -56,6 +56,9 @@ pub struct Capabilities {
     pub conv: ConvChoice,
     /// Whether the Winograd products with subgroup broadcasts were built.
     pub winograd_subgroup: bool,
+    /// The largest 2D texture side, where the Winograd conv keeps V, M and U in textures (every
+    /// adapter builds those kernels; not with `NST_NO_TEXTURES`).
+    pub winograd_textures: Option<u32>,
 }
 
 /// Which 3x3 conv kernels a plan uses.
@@ -121,6 +124,8 @@ impl Capabilities {
             memory_limit: gpu.memory,
             conv: ConvChoice::Auto,
             winograd_subgroup: library.has::<winograd::GemmSubgroup>() && library.has::<winograd::GemmSubgroupTex>(),
+            winograd_textures: (library.has::<winograd::GemmTex>() && !no_textures)
+                .then_some(gpu.limits.max_texture_dimension_2d),
         }
     }
 
@@ -150,6 +155,7 @@ impl Capabilities {
             memory_limit: None,
             conv: ConvChoice::Auto,
             winograd_subgroup: false,
+            winograd_textures: None,
         }
     }
 
@@ -179,8 +185,8 @@ impl Capabilities {
     /// The Winograd tile and operands of a conv pass with `params`, where it runs as a Winograd
     /// conv: when `conv` allows it, the shape suits the kernels, and the tile is
     /// the one with fewer products over the map padded to whole tiles (F(2x2) on a tie: it rounds
-    /// less). Texture operands where the texture kernels run and V, M and U fit the texture limit
-    /// (their heights are split in bands); else buffers.
+    /// less). Texture operands where `winograd_textures` allows them and V, M and U fit the
+    /// texture limit (their heights are split in bands); else buffers.
     ///
     /// Auto: from 128 input channels, both directions. Measured on lavapipe (`nst bench`, 512 bits):
     /// at 64 channels the transforms cost what the products save (512x512x64: 321 ms against the
@@ -209,7 +215,7 @@ impl Capabilities {
         }
         let m = winograd::tile_for(params);
         let p = winograd::WinogradParams::new(params, m);
-        let operands = match self.texture_conv {
+        let operands = match self.winograd_textures {
             Some(max) if winograd::textures_fit(&p, max) => winograd::Operands::Texture,
             _ => winograd::Operands::Storage,
         };
@@ -615,7 +621,7 @@ fn winograd_rows(
     let tile_row_floats =
         (whole.points() * whole.tiles_x as usize) as u64 * params.in_channels.max(params.out_channels) as u64;
     let mut tile_rows = caps.band_limit.min(WINOGRAD_SCRATCH_BYTES) / (4 * tile_row_floats);
-    if let (true, Some(max)) = (texture, caps.texture_conv) {
+    if let (true, Some(max)) = (texture, caps.winograd_textures) {
         tile_rows = tile_rows.min((max as usize / whole.points()) as u64);
     }
     let mut rows = (tile_rows.max(1) as usize * m).min(params.height as usize);
@@ -689,7 +695,7 @@ fn winograd_pass(
     });
     // With texture operands the input transform reads the input's map texture where it fits
     // (shared with the direct texture conv's of that shape; the copy is not a binding).
-    let map_input = texture && caps.texture_conv.is_some_and(|max| winograd::map_input_fits(params, max));
+    let map_input = texture && caps.winograd_textures.is_some_and(|max| winograd::map_input_fits(params, max));
     let mut plan = Vec::new();
     let map: Option<Operand> = map_input.then(|| {
         let texture = r.map_texture(conv3x3_subgroup::input_texture_size(params)).into();
