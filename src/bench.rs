@@ -490,9 +490,10 @@ pub fn family_of(name: &str) -> &'static str {
         s if s.starts_with("conv1x1") => "gram",
         "transpose" => "gram",
         "copy to texture" => "copies to textures",
+        "copy buffer" => "copies of buffers",
         "maxpool2" | "avgpool2" => "pooling",
         "relu" => "relu",
-        "gram" | "gram_blocked" => "gram",
+        "gram" | "gram_blocked" | "gram_subgroup" => "gram",
         "sqdiff" | "reduce" => "losses",
         "tv" => "tv",
         "adam" => "adam",
@@ -597,4 +598,22 @@ pub fn to_json(adapter: &str, kernels: &[KernelResult], iterations: &[IterationR
         kernels.join(","),
         iterations.join(",")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::family_of;
+
+    #[test]
+    fn every_kernel_of_an_iteration_counts_in_its_own_family() {
+        // "other" is left to the image conversions and the optimisers' vector arithmetic.
+        for entry in crate::ops::ENTRY_POINTS {
+            let name = entry.name();
+            let family = family_of(&name);
+            let expected_other = entry.shader == "image" || entry.shader == "vector";
+            assert_eq!(family == "other", expected_other, "{name} counts in {family}");
+        }
+        assert_eq!(family_of("copy to texture"), "copies to textures");
+        assert_eq!(family_of("copy buffer"), "copies of buffers");
+    }
 }

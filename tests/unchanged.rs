@@ -20,18 +20,8 @@ const STYLE2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/shipwreck.jp
 /// that time, a constant learning rate, and the direct conv (the default became Winograd from 128
 /// input channels on 2026-12-03, other rounding by design; tests/winograd.rs and the trajectory
 /// test of tests/render.rs hold it).
-const RECORDED_WITH: &[&str] = &[
-    "--loss-scale",
-    "raw",
-    "--style-weight",
-    "1e-5",
-    "--tv-weight",
-    "1e-5",
-    "--lr-decay",
-    "1",
-    "--conv",
-    "direct",
-];
+const RECORDED_WITH: &[&str] =
+    &["--loss-scale", "raw", "--style-weight", "1e-5", "--tv-weight", "1e-5", "--lr-decay", "1", "--conv", "direct"];
 
 /// One seeded render: a name and the options after the inputs and `-o`.
 struct Case {
