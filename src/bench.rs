@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use crate::error::Result;
+use crate::gpu::library::{COPY_BUFFER, COPY_TO_TEXTURE};
 use crate::gpu::{bind_planned, submit_commands, Command, Gpu, Kernel, KernelLibrary, Resource, Step};
 use crate::net::engine::Engine;
 use crate::net::plan::{Capabilities, ConvChoice};
@@ -489,8 +490,8 @@ pub fn family_of(name: &str) -> &'static str {
         // The Gram forward and backward run as pointwise convs (the forward over transposed chunks).
         s if s.starts_with("conv1x1") => "gram",
         "transpose" => "gram",
-        "copy to texture" => "copies to textures",
-        "copy buffer" => "copies of buffers",
+        COPY_TO_TEXTURE => "copies to textures",
+        COPY_BUFFER => "copies of buffers",
         "maxpool2" | "avgpool2" => "pooling",
         "relu" => "relu",
         "gram" | "gram_blocked" | "gram_subgroup" => "gram",
@@ -603,6 +604,7 @@ pub fn to_json(adapter: &str, kernels: &[KernelResult], iterations: &[IterationR
 #[cfg(test)]
 mod tests {
     use super::family_of;
+    use crate::gpu::library::{COPY_BUFFER, COPY_TO_TEXTURE};
 
     #[test]
     fn every_kernel_of_an_iteration_counts_in_its_own_family() {
@@ -613,7 +615,7 @@ mod tests {
             let expected_other = entry.shader == "image" || entry.shader == "vector";
             assert_eq!(family == "other", expected_other, "{name} counts in {family}");
         }
-        assert_eq!(family_of("copy to texture"), "copies to textures");
-        assert_eq!(family_of("copy buffer"), "copies of buffers");
+        assert_eq!(family_of(COPY_TO_TEXTURE), "copies to textures");
+        assert_eq!(family_of(COPY_BUFFER), "copies of buffers");
     }
 }

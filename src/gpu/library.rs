@@ -331,13 +331,18 @@ pub enum Command {
     },
 }
 
+/// The name of a command that copies a map into its texture ([`Command::name`], [`Planned::name`]).
+pub const COPY_TO_TEXTURE: &str = "copy to texture";
+/// The name of a command that copies one buffer into another.
+pub const COPY_BUFFER: &str = "copy buffer";
+
 impl Command {
-    /// What the command runs: the kernel's `shader.entry`, or `copy to texture`.
+    /// What the command runs: the kernel's `shader.entry`, or the kind of copy.
     pub fn name(&self) -> &str {
         match self {
             Command::Dispatch(step) => step.name(),
-            Command::CopyToTexture { .. } => "copy to texture",
-            Command::CopyBuffer { .. } => "copy buffer",
+            Command::CopyToTexture { .. } => COPY_TO_TEXTURE,
+            Command::CopyBuffer { .. } => COPY_BUFFER,
         }
     }
 }
@@ -404,8 +409,8 @@ impl<R> Planned<R> {
     pub fn name(&self) -> String {
         match self {
             Planned::Dispatch { kernel, .. } => kernel.entry.name(),
-            Planned::CopyToTexture { .. } => "copy to texture".into(),
-            Planned::CopyBuffer { .. } => "copy buffer".into(),
+            Planned::CopyToTexture { .. } => COPY_TO_TEXTURE.into(),
+            Planned::CopyBuffer { .. } => COPY_BUFFER.into(),
         }
     }
 }
