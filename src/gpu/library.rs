@@ -80,10 +80,22 @@ impl KernelLibrary {
         for ShaderSource { name, label: path, source } in sources.modules {
             let module = gpu
                 .scoped(&format!("compiling {path}"), || {
-                    gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(name),
-                        source: wgpu::ShaderSource::Wgsl(source),
-                    })
+                    // SAFETY: the one check left out is naga's guard of integer division and
+                    // modulo (`a / select(b, 1, b == 0)`). Every divisor in nst's shaders is
+                    // unsigned: a constant or a shape (channels, widths, tiles), at least 1 for
+                    // every map the engine builds (render refuses images below the deepest
+                    // layer's smallest side); a zero divisor would give undefined values, not
+                    // memory access. On lavapipe the guard cost 25-45% of the Winograd transforms
+                    // (`nst bench`, docs/measurements.md). Bounds checks and loop bounding stay on.
+                    unsafe {
+                        gpu.device.create_shader_module_trusted(
+                            wgpu::ShaderModuleDescriptor {
+                                label: Some(name),
+                                source: wgpu::ShaderSource::Wgsl(source),
+                            },
+                            wgpu::ShaderRuntimeChecks { int_div_checks: false, ..wgpu::ShaderRuntimeChecks::checked() },
+                        )
+                    }
                 })
                 .map_err(|e| Error::Shader { file: path.clone(), message: e.to_string() })?;
             modules.insert(name, module);
