@@ -18,6 +18,8 @@ struct Params {
     width: u32,
     channels: u32,
     accumulate: u32,
+    // Pool2Params.mask: max pooling's; ignored here.
+    mask: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

@@ -6,7 +6,10 @@
 // backward: each input element gathers: grad_input[y, x, c] = grad_output[y / 2, x / 2, c] if (y, x)
 //           is the window's first maximum in the order (0,0), (0,1), (1,0), (1,1), else 0 (also 0 in a
 //           dropped row or column). Ties go to the first maximum. Writes `=`, or `+=` when
-//           params.accumulate != 0.
+//           params.accumulate != 0. With params.mask != 0 it then applies the gradient of the ReLU
+//           that made the input to what it writes (the sum, when accumulating: this op is that
+//           gradient's last writer): zero where input[y, x, c] is not positive, so no ReLU
+//           backward pass follows.
 //
 // Bindings (group 0):
 //   0 params        uniform
@@ -25,6 +28,7 @@ struct Params {
     width: u32,
     channels: u32,
     accumulate: u32,
+    mask: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -104,6 +108,9 @@ fn backward(
     if (params.accumulate != 0u) {
         g += grad_input[index];
     }
+    if (params.mask != 0u && !(at(y, x, c) > 0.0)) {
+        g = 0.0;
+    }
     grad_input[index] = g;
 }
 
@@ -173,6 +180,9 @@ fn backward4(
     }
     if (params.accumulate != 0u) {
         g += grad_input4[index];
+    }
+    if (params.mask != 0u) {
+        g = select(vec4<f32>(0.0), g, at4(y, x, c4) > vec4<f32>(0.0));
     }
     grad_input4[index] = g;
 }

@@ -187,7 +187,7 @@ impl Bench<'_> {
         let input_resource = if map_input { Resource::Texture(&map) } else { Resource::Buffer(&input) };
         let resources =
             [input_resource, scratch[0], scratch[1], scratch[2], Resource::Buffer(&bias), Resource::Buffer(&output)];
-        let mut commands = winograd::plan(&wp, operands, subgroup, map_input, resources)
+        let mut commands = winograd::plan(&wp, operands, subgroup, map_input, resources, None)
             .iter()
             .map(|c| bind_planned(self.gpu, self.library, c))
             .collect::<Result<Vec<Command>>>()?;

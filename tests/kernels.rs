@@ -135,6 +135,20 @@ fn relu_forward_and_backward_match_cpu_with_exact_zeros() {
                 assert_eq!(got4, got, "relu.backward4 and relu.backward differ ({n} elements)");
             }
             if !accumulate {
+                // The mask in place is the backward into a fresh gradient, bit for bit.
+                let got_mask =
+                    floats(&run_once::<relu::Mask>(gpu, lib, &p, &[bytes(&output), bytes(&grad_output)]).unwrap()[0]);
+                assert_eq!(got_mask, got, "relu.mask and relu.backward differ ({n} elements)");
+                let mut twin = to_f64(&grad_output);
+                relu::mask(&p, &to_f64(&output), &mut twin);
+                assert_eq!(twin, want, "the twins of relu.mask and relu.backward differ ({n} elements)");
+                if relu::Mask4::suits(&p) {
+                    let inputs: [&[u8]; 2] = [bytes(&output), bytes(&grad_output)];
+                    let got4 = floats(&run_once::<relu::Mask4>(gpu, lib, &p, &inputs).unwrap()[0]);
+                    assert_eq!(got4, got, "relu.mask4 and relu.backward differ ({n} elements)");
+                }
+            }
+            if !accumulate {
                 for i in 0..n {
                     if output[i] == 0.0 {
                         assert_eq!(got[i], 0.0, "ReLU's gradient at 0 must be 0 (element {i})");
@@ -192,20 +206,29 @@ fn check_pools(h: usize, w: usize, c: usize, ties: bool, seed: u64) {
     avgpool2::forward(&p, &to_f64(&input), &mut want);
     assert_close(&format!("avgpool2.forward {h}x{w}x{c}"), &floats(&out[0]), &want, &[oh, ow, c], ELEM_TOL, ELEM_TOL);
 
-    for accumulate in [false, true] {
-        let p = p.with_accumulate(accumulate);
+    for (accumulate, mask) in [(false, false), (true, false), (false, true), (true, true)] {
+        let p = p.with_accumulate(accumulate).with_mask(mask);
         let grad_output = rng.vec_f32(p.output_len(), -1.0, 1.0);
         let initial = rng.vec_f32(p.input_len(), -1.0, 1.0);
         let got = run_once::<maxpool2::Backward>(gpu, lib, &p, &[bytes(&input), bytes(&grad_output), bytes(&initial)])
             .unwrap();
         let mut want = to_f64(&initial);
         maxpool2::backward(&p, &to_f64(&input), &to_f64(&grad_output), &mut want);
-        let what = format!("maxpool2.backward {h}x{w}x{c} ties={ties} accumulate={accumulate}");
+        let what = format!("maxpool2.backward {h}x{w}x{c} ties={ties} accumulate={accumulate} mask={mask}");
         assert_close(&what, &floats(&got[0]), &want, &[h, w, c], ELEM_TOL, ELEM_TOL);
         if maxpool2::vec4_suits(&p) {
             let inputs: [&[u8]; 3] = [bytes(&input), bytes(&grad_output), bytes(&initial)];
             let got4 = run_once::<maxpool2::Backward4>(gpu, lib, &p, &inputs).unwrap();
             assert_eq!(floats(&got4[0]), floats(&got[0]), "maxpool2.backward4 and backward differ: {what}");
+        }
+        if mask {
+            // The fused mask is the pool's backward followed by ReLU's, on the pool's input.
+            let mut unmasked = to_f64(&initial);
+            maxpool2::backward(&p.with_mask(false), &to_f64(&input), &to_f64(&grad_output), &mut unmasked);
+            let mut then_relu = vec![0.0; p.input_len()];
+            let r = relu::ReluParams::new(p.input_len());
+            relu::backward(&r, &to_f64(&input), &unmasked, &mut then_relu);
+            assert_eq!(want, then_relu, "{what}: the twin's mask differs from ReLU's backward");
         }
 
         let got = run_once::<avgpool2::Backward>(gpu, lib, &p, &[bytes(&grad_output), bytes(&initial)]).unwrap();

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use common::{assert_close, to_f64, Rng};
 use nst::net::cpu::{capture_targets, new_values, CpuNet};
 use nst::net::plan::ConvChoice;
+use nst::net::tape::BackOp;
 use nst::net::{vgg, Capabilities, Engine, LossKind, LossSpec, Plan, Pooling, Tape, Vgg19Weights};
 use nst::ops::image::{self, ImageParams};
 
@@ -364,8 +365,31 @@ fn banded_and_unbanded_runs_give_the_same_losses_and_a_banded_run_repeats_bit_fo
 
 #[test]
 fn the_cpu_gradient_through_vgg19_matches_finite_differences() {
-    let (h, w) = (24, 20);
-    let tape = Tape::build(&style_spec(h, w, Pooling::Max)).unwrap();
+    check_finite_differences(&style_spec(24, 20, Pooling::Max));
+}
+
+#[test]
+fn the_cpu_gradient_matches_finite_differences_where_pools_add_to_a_loss_gradient_before_the_mask() {
+    // Losses on the layers the pools read: each max pool's backward adds to a loss's gradient and
+    // applies ReLU's mask to the sum.
+    let spec = LossSpec {
+        content: vec![("relu3_4".into(), 1.0)],
+        style: ["relu1_2", "relu2_2", "relu4_1"].iter().map(|l| (l.to_string(), 1e-6 / 3.0)).collect(),
+        ..style_spec(24, 20, Pooling::Max)
+    };
+    let tape = Tape::build(&spec).unwrap();
+    let masked_sums = tape
+        .backward
+        .iter()
+        .filter(|op| matches!(op, BackOp::MaxPool { params, .. } if params.mask != 0 && params.accumulate != 0))
+        .count();
+    assert_eq!(masked_sums, 3, "relu1_2, relu2_2 and relu3_4 get a loss's gradient and the pool's");
+    check_finite_differences(&spec);
+}
+
+fn check_finite_differences(spec: &LossSpec) {
+    let (h, w) = (spec.height, spec.width);
+    let tape = Tape::build(spec).unwrap();
     let (style, content, x) = (picture(h, w, 5), picture(h, w, 6), picture(h, w, 7));
     let (cpu, mut values) = cpu_setup(&tape, &style, &content);
     let x: Vec<f64> = network_image(&x);
@@ -479,6 +503,38 @@ fn an_image_smaller_than_the_deepest_layer_needs_is_refused() {
 }
 
 #[test]
+fn the_tape_applies_each_relus_gradient_in_the_last_writer_of_its_output_gradient() {
+    // With max pooling only the deepest layer, whose gradient comes from its Gram loss alone,
+    // needs a ReLU backward op; every other conv's mask rides on the next conv's input gradient
+    // or on the max pool's backward. An average pool cannot apply it: four more ReLU ops.
+    for (pooling, relu_ops) in [(Pooling::Max, 1), (Pooling::Avg, 5)] {
+        let tape = Tape::build(&style_spec(32, 32, pooling)).unwrap();
+        let count = |f: &dyn Fn(&BackOp) -> bool| tape.backward.iter().filter(|op| f(op)).count();
+        assert_eq!(count(&|op| matches!(op, BackOp::Relu { .. })), relu_ops, "{pooling:?} pooling");
+        let convs = tape.conv_params().count();
+        let masked_convs = count(&|op| matches!(op, BackOp::ConvInput { mask: Some(_), .. }));
+        let masked_pools = count(&|op| matches!(op, BackOp::MaxPool { params, .. } if params.mask != 0));
+        // 13 convs to relu5_1: conv1_1's input gradient reaches the image (no ReLU); of the other
+        // 12 convs' ReLUs, 4 feed pools and 1 is the deepest.
+        assert_eq!(convs, 13);
+        match pooling {
+            Pooling::Max => assert_eq!((masked_convs, masked_pools), (12 - 4, 4)),
+            Pooling::Avg => assert_eq!((masked_convs, masked_pools), (12 - 4, 0)),
+        }
+        // Every masked gradient is what the conv before reads, written by its last writer.
+        for (i, op) in tape.backward.iter().enumerate() {
+            if let BackOp::ConvInput { masked, .. } = op {
+                let last = tape.backward[..i].iter().rev().find(|w| w.writes() == *masked).unwrap();
+                let fused = matches!(last, BackOp::ConvInput { mask: Some(_), .. })
+                    || matches!(last, BackOp::MaxPool { params, .. } if params.mask != 0)
+                    || matches!(last, BackOp::Relu { .. });
+                assert!(fused, "op {i} reads a gradient whose ReLU mask nobody applied: {last:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn the_tape_sums_the_gradients_of_a_style_layer_from_its_gram_and_the_next_conv() {
     let tape = Tape::build(&style_spec(32, 32, Pooling::Max)).unwrap();
     let relu3_1 = tape.output("relu3_1").unwrap();
@@ -487,12 +543,8 @@ fn the_tape_sums_the_gradients_of_a_style_layer_from_its_gram_and_the_next_conv(
         .backward
         .iter()
         .filter_map(|op| match op {
-            nst::net::tape::BackOp::Gram { grad_features, params, .. } if *grad_features == grad => {
-                Some(params.accumulate != 0)
-            }
-            nst::net::tape::BackOp::ConvInput { grad_input, params, .. } if *grad_input == grad => {
-                Some(params.accumulate != 0)
-            }
+            BackOp::Gram { grad_features, params, .. } if *grad_features == grad => Some(params.accumulate != 0),
+            BackOp::ConvInput { grad_input, params, .. } if *grad_input == grad => Some(params.accumulate != 0),
             _ => None,
         })
         .collect();

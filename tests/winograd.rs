@@ -142,6 +142,7 @@ fn run_gpu(
 
 /// The three Winograd kernels with V, M and U in textures, through `winograd::plan` as the engine
 /// runs them (the input from its map texture, filled by a copy, when `map_input`).
+#[allow(clippy::too_many_arguments)]
 fn run_gpu_textured(
     wp: &WinogradParams,
     subgroup: bool,
@@ -150,6 +151,7 @@ fn run_gpu_textured(
     bias: &[f32],
     input: &[f32],
     initial: &[f32],
+    mask: Option<&[f32]>,
 ) -> Vec<f32> {
     use nst::gpu::{bind_planned, submit_commands, Command, Resource};
     use nst::ops::conv3x3_subgroup as fast;
@@ -166,6 +168,7 @@ fn run_gpu_textured(
         gpu.buffer_from("bias", bytes(bias)),
         gpu.buffer_from("output", bytes(initial)),
     );
+    let mask = mask.map(|m| gpu.buffer_from("mask", bytes(m)));
     let first = if map_input { Resource::Texture(&map) } else { Resource::Buffer(&input_buffer) };
     let resources = [
         first,
@@ -175,10 +178,12 @@ fn run_gpu_textured(
         Resource::Buffer(&bias),
         Resource::Buffer(&out),
     ];
-    let mut commands: Vec<Command> = winograd::plan(wp, winograd::Operands::Texture, subgroup, map_input, resources)
-        .iter()
-        .map(|c| bind_planned(gpu, lib, c).unwrap())
-        .collect();
+    let mask = mask.as_ref().map(Resource::Buffer);
+    let mut commands: Vec<Command> =
+        winograd::plan(wp, winograd::Operands::Texture, subgroup, map_input, resources, mask)
+            .iter()
+            .map(|c| bind_planned(gpu, lib, c).unwrap())
+            .collect();
     if map_input {
         commands.insert(0, fast::map_copy(&input_buffer, &map, p.height, p.width, p.in_channels));
     }
@@ -224,7 +229,7 @@ fn check_gpu(m: usize, p: &Conv3x3Params, seed: u64) -> f64 {
         let max = common::gpu().unwrap().0.limits.max_texture_dimension_2d;
         let map_fits = winograd::map_input_fits(p, max);
         for map_input in [false, true].into_iter().filter(|&m| !m || map_fits) {
-            let textured = run_gpu_textured(&wp, subgroup, map_input, &u, &bias, &input, &initial);
+            let textured = run_gpu_textured(&wp, subgroup, map_input, &u, &bias, &input, &initial, None);
             assert!(
                 textured == out,
                 "{name}: the texture flavour (map input {map_input}) differs from the storage flavour"
@@ -256,7 +261,7 @@ fn check_gpu(m: usize, p: &Conv3x3Params, seed: u64) -> f64 {
 
         // Output transform: two passes, the bias and the `+=`.
         let mut want_out = to_f64(&initial);
-        winograd::output_transform(&wp, &to_f64(&product), &to_f64(&bias), &mut want_out);
+        winograd::output_transform(&wp, &to_f64(&product), &to_f64(&bias), &mut want_out, None);
         let mut out_abs = abs(&initial);
         let abs_at = winograd::Transform {
             at: Box::leak(tr.at.iter().map(|x| x.abs()).collect::<Vec<_>>().into_boxed_slice()),
@@ -444,6 +449,67 @@ fn a_winograd_conv_computed_band_by_band_equals_the_whole_map_bit_for_bit() {
             let want = direct_f64(&p, &weights, &bias, &input, &vec![0.0; p.output_len()]);
             let bound = winograd::rounding_bound(&WinogradParams::new(&p, m), &weights, &bias, &input, &[]);
             assert_within(&format!("F({m}) subgroup={subgroup} whole map"), &whole, &want, &bound);
+        }
+    }
+}
+
+/// `plain` with ReLU's gradient applied: zero where `mask` is not positive.
+fn masked(plain: &[f32], mask: &[f32]) -> Vec<f32> {
+    plain.iter().zip(mask).map(|(&v, &m)| if m > 0.0 { v } else { 0.0 }).collect()
+}
+
+#[test]
+fn the_masked_output_transform_is_the_output_transform_then_relus_gradient_bit_for_bit() {
+    if !gpu_runs_winograd() {
+        return;
+    }
+    let (gpu, lib) = common::gpu().unwrap();
+    for m in [2, 4] {
+        for (k, &(h, w, cin, cout, acc)) in
+            [(5, 7, 8, 32, false), (9, 13, 4, 32, true), (16, 16, 64, 64, true)].iter().enumerate()
+        {
+            let p = Conv3x3Params::new(h, w, cin, cout).with_accumulate(acc);
+            let mut rng = Rng::new(500 + k as u64);
+            let (weights, bias) = conv_weights(&mut rng, &p);
+            let input = rng.vec_f32(p.input_len(), -1.0, 1.0);
+            let initial = rng.vec_f32(p.output_len(), -1.0, 1.0);
+            // A ReLU's output: positive, exactly zero (the kink: no gradient), and a negative zero.
+            let mask: Vec<f32> = (0..p.output_len())
+                .map(|i| match i % 4 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => rng.vec_f32(1, 0.0, 2.0)[0],
+                })
+                .collect();
+            assert!(mask.iter().any(|&v| v > 0.0) && mask.contains(&0.0));
+            let wp = WinogradParams::new(&p, m);
+            let u = winograd::transform_weights(m, cin, cout, &weights);
+            let name = format!("F({m}) {h}x{w} {cin}->{cout} +={acc}");
+
+            // The twin.
+            let mut product = vec![0.0f32; wp.product_len()];
+            let mut v = vec![0.0f32; wp.transformed_input_len()];
+            winograd::input_transform(&wp, &input, &mut v);
+            winograd::products(&wp, &u, &v, &mut product);
+            let (mut plain, mut with_mask) = (initial.clone(), initial.clone());
+            winograd::output_transform(&wp, &product, &bias, &mut plain, None);
+            winograd::output_transform(&wp, &product, &bias, &mut with_mask, Some(&mask));
+            assert_eq!(with_mask, masked(&plain, &mask), "{name}: the twin");
+
+            for subgroup in flavours() {
+                // Storage operands, one kernel at a time.
+                let (_, product, plain) = run_gpu(&wp, subgroup, &u, &bias, &input, &initial);
+                let inputs: [&[u8]; 4] = [bytes(&product), bytes(&bias), bytes(&initial), bytes(&mask)];
+                let got = match m {
+                    2 => nst::gpu::run_once::<winograd::OutputF2Masked>(gpu, lib, &wp, &inputs),
+                    _ => nst::gpu::run_once::<winograd::OutputF4Masked>(gpu, lib, &wp, &inputs),
+                };
+                let got = floats(&got.unwrap()[0]);
+                assert!(got == masked(&plain, &mask), "{name} subgroup={subgroup}: storage flavour");
+                // Texture operands, through the plan as the engine runs it.
+                let textured = run_gpu_textured(&wp, subgroup, false, &u, &bias, &input, &initial, Some(&mask));
+                assert!(textured == masked(&plain, &mask), "{name} subgroup={subgroup}: texture flavour");
+            }
         }
     }
 }

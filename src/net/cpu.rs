@@ -102,9 +102,12 @@ impl<T: Real> CpuNet<T> {
                     relu::backward(&params, &values[output], &values[grad_output], &mut g);
                     values[masked] = g;
                 }
-                BackOp::ConvInput { conv, masked, grad_input, params } => {
+                BackOp::ConvInput { conv, masked, grad_input, mask, params } => {
                     let mut g = std::mem::take(&mut values[grad_input]);
                     conv3x3::backward_input(&params, &self.weights[conv].0, &values[masked], &mut g);
+                    if let Some(mask) = mask {
+                        relu::mask(&relu::ReluParams::new(g.len()), &values[mask], &mut g);
+                    }
                     values[grad_input] = g;
                 }
             }

@@ -502,11 +502,52 @@ impl Layout<'_> {
 }
 
 /// A conv pass (a layer's forward, or its input gradient as a forward conv with flipped,
-/// transposed weights) with the fastest kernel the device has for its shape: the subgroup kernel
-/// reading textures (after copying its input into the shared texture of its shape), or reading
-/// buffers, or the portable kernel. Adds the pass's weights to `r`. An input or output map too
-/// large for one binding is bound in bands of rows, one dispatch per band, top to bottom.
+/// transposed weights) with the fastest kernel the device has for its shape: the Winograd conv
+/// where [`Capabilities::winograd`] chooses it, else the direct conv ([`direct_pass`]). Adds the
+/// pass's weights to `r`. An input or output map too large for one binding is bound in bands of
+/// rows, one dispatch per band, top to bottom. With a `mask` (an input gradient that is the last
+/// writer of a ReLU's output gradient, `BackOp::ConvInput`), ReLU's gradient is applied to what
+/// it writes: in the Winograd output transform, or by `relu.mask` after the direct conv.
+#[allow(clippy::too_many_arguments)]
 fn conv_pass(
+    r: &mut Resources,
+    layout: &mut Layout,
+    conv: usize,
+    params: &Conv3x3Params,
+    transposed: bool,
+    bias: ResourceId,
+    [input, output]: [TensorId; 2],
+    mask: Option<TensorId>,
+) -> Vec<Planned<Operand>> {
+    let caps = layout.caps;
+    if let Some((m, operands)) = caps.winograd(params) {
+        // Where a band of the maps cannot hold m rows, F(2x2); where not even 2, the direct conv.
+        for m in [m, 2].into_iter().filter(|&t| t <= m) {
+            if let Some(rows) = winograd_rows(layout, params, m, operands, [input, output]) {
+                let maps = [input, output];
+                return winograd_pass(r, layout, conv, params, transposed, bias, maps, mask, (m, rows), operands);
+            }
+        }
+    }
+    let mut plan = direct_pass(r, layout, conv, params, transposed, bias, [input, output]);
+    // The direct conv has no masked epilogue: ReLU's gradient follows in place.
+    if let Some(mask) = mask {
+        let height = params.height as usize;
+        for (n, operands) in flat_bands(layout, &[mask, output], params.output_len(), height) {
+            let band = ReluParams::new(n);
+            plan.push(match relu::Mask4::suits(&band) {
+                true => Planned::dispatch::<relu::Mask4>(&band, operands),
+                false => Planned::dispatch::<relu::Mask>(&band, operands),
+            });
+        }
+    }
+    plan
+}
+
+/// A conv pass as the direct conv: the subgroup kernel reading textures (after copying its input
+/// into the shared texture of its shape), or reading buffers, or the portable kernel, in bands of
+/// rows where a map is too large for one binding.
+fn direct_pass(
     r: &mut Resources,
     layout: &mut Layout,
     conv: usize,
@@ -516,14 +557,6 @@ fn conv_pass(
     [input, output]: [TensorId; 2],
 ) -> Vec<Planned<Operand>> {
     let caps = layout.caps;
-    if let Some((m, operands)) = caps.winograd(params) {
-        // Where a band of the maps cannot hold m rows, F(2x2); where not even 2, the direct conv.
-        for m in [m, 2].into_iter().filter(|&t| t <= m) {
-            if let Some(rows) = winograd_rows(layout, params, m, operands, [input, output]) {
-                return winograd_pass(r, layout, conv, params, transposed, bias, [input, output], (m, rows), operands);
-            }
-        }
-    }
     let name = CONVS[conv].name;
     let label = if transposed { format!("{name} weights transposed") } else { format!("{name} weights") };
     // The weights as the forward conv holds them: [out][3][3][in] of the layer, not of the pass.
@@ -655,6 +688,7 @@ fn winograd_pass(
     transposed: bool,
     bias: ResourceId,
     [input, output]: [TensorId; 2],
+    mask: Option<TensorId>,
     (m, rows): (usize, usize),
     operands: winograd::Operands,
 ) -> Vec<Planned<Operand>> {
@@ -707,12 +741,20 @@ fn winograd_pass(
         let (b, maps) = band_operands(layout, b, [input, output], [band_input && !map_input, band_output]);
         let p = winograd::WinogradParams::new(&b, m);
         let input = map.unwrap_or(maps[0]);
+        // The mask has the output's shape: the same rows.
+        let mask = mask.map(|t| match band_output {
+            true => {
+                layout.rows(t, 4 * b.width as u64 * b.out_channels as u64, b.band_start as usize, b.band_rows as usize)
+            }
+            false => layout.whole(t),
+        });
         plan.extend(winograd::plan(
             &p,
             operands,
             caps.winograd_subgroup,
             map_input,
             [input, u, v, product, bias.into(), maps[1]],
+            mask,
         ));
     }
     plan
@@ -895,7 +937,7 @@ impl Plan {
             match *op {
                 Op::Conv { conv, input, output, params } => {
                     let bias = biases[&conv].0;
-                    forward.extend(conv_pass(&mut r, l, conv, &params, false, bias, [input, output]));
+                    forward.extend(conv_pass(&mut r, l, conv, &params, false, bias, [input, output], None));
                 }
                 Op::MaxPool { input, output, params } if maxpool2::vec4_suits(&params) => {
                     forward.extend(pool_pass::<maxpool2::Forward4>(l, &params, &[(input, true), (output, false)]))
@@ -1066,11 +1108,12 @@ impl Plan {
                         });
                     }
                 }
-                BackOp::ConvInput { conv, masked, grad_input, params } => {
+                BackOp::ConvInput { conv, masked, grad_input, mask, params } => {
                     // The input gradient is a forward conv with flipped, transposed weights.
                     let zero = biases[&conv].1.expect("a zero bias planned for every gradient conv");
                     let gradient = params.input_gradient();
-                    backward.extend(conv_pass(&mut r, l, conv, &gradient, true, zero, [masked, grad_input]));
+                    let maps = [masked, grad_input];
+                    backward.extend(conv_pass(&mut r, l, conv, &gradient, true, zero, maps, mask));
                 }
             }
         }

@@ -48,7 +48,8 @@ pub enum TensorKind {
     Target,
     /// The gradient of another tensor.
     Grad,
-    /// The ReLU-masked output gradient of a conv, consumed at once: all convs share one buffer.
+    /// The ReLU-masked output gradient of a conv that a [`BackOp::Relu`] writes, consumed at once:
+    /// those convs share one buffer.
     Masked,
 }
 
@@ -134,19 +135,39 @@ pub enum BackOp {
         grad_input: TensorId,
         params: Pool2Params,
     },
-    /// ReLU's mask from the conv output, into the shared masked-gradient tensor.
+    /// ReLU's mask from the conv output, into the shared masked-gradient tensor: only where the
+    /// gradient's last writer cannot apply it (see [`BackOp::ConvInput`]'s `mask`).
     Relu {
         output: TensorId,
         grad_output: TensorId,
         masked: TensorId,
         params: ReluParams,
     },
+    /// The input gradient of conv `conv` from `masked` (its output's gradient, ReLU's mask
+    /// applied). With `mask`, it also applies the mask of the ReLU it flows back into: it is the
+    /// last writer of `grad_input`, the gradient of that ReLU's output `mask`, which the conv
+    /// before reads as its `masked`, so no ReLU backward op runs in between. (A max pool's
+    /// backward does the same with `params.mask`.)
     ConvInput {
         conv: usize,
         masked: TensorId,
         grad_input: TensorId,
+        mask: Option<TensorId>,
         params: Conv3x3Params,
     },
+}
+
+impl BackOp {
+    /// The gradient this op writes (`=` or `+=`).
+    pub fn writes(&self) -> TensorId {
+        match *self {
+            BackOp::SqDiff { grad, .. } | BackOp::Tv { grad, .. } => grad,
+            BackOp::Gram { grad_features, .. } => grad_features,
+            BackOp::MaxPool { grad_input, .. } | BackOp::AvgPool { grad_input, .. } => grad_input,
+            BackOp::Relu { masked, .. } => masked,
+            BackOp::ConvInput { grad_input, .. } => grad_input,
+        }
+    }
 }
 
 /// Which term of the loss a slot holds.
@@ -359,7 +380,11 @@ impl Tape {
 
     /// Derives the backward ops from the forward ones, in reverse. A gradient's first writer
     /// overwrites it; later writers add to it (a style layer's features get the Gram loss's
-    /// gradient and the next conv's).
+    /// gradient and the next conv's). The loss heads come last in the forward ops, so the last
+    /// writer of a conv's output gradient is the network op that reads that output (the next conv
+    /// or a max pool): it applies the conv's ReLU mask to what it writes, and the conv's input
+    /// gradient reads that gradient directly. Where the last writer is a loss head or an average
+    /// pool (the deepest layer, or average pooling), a [`BackOp::Relu`] masks it into a scratch.
     fn record_backward(&mut self) {
         let mut written: HashMap<TensorId, bool> = HashMap::new();
         let mut first = |t: TensorId| written.insert(t, true).is_none();
@@ -398,17 +423,33 @@ impl Tape {
                 }
                 Op::Conv { conv, input, output, params } if has(&self.grads, output) => {
                     let grad_output = self.grads[&output];
-                    let len = self.tensors[output].len;
-                    let m = *masked
-                        .get_or_insert_with(|| self.add("masked gradient".into(), TensorKind::Masked, (len, 1, 1)));
-                    if self.tensors[m].len < len {
-                        self.tensors[m].len = len;
-                        self.tensors[m].shape = (len, 1, 1);
-                    }
-                    backward.push(BackOp::Relu { output, grad_output, masked: m, params: ReluParams::new(len) });
+                    let last_writer = backward.iter_mut().rev().find(|op| op.writes() == grad_output);
+                    let m = match last_writer {
+                        Some(BackOp::ConvInput { mask, .. }) => {
+                            *mask = Some(output);
+                            grad_output
+                        }
+                        Some(BackOp::MaxPool { params, .. }) => {
+                            *params = params.with_mask(true);
+                            grad_output
+                        }
+                        _ => {
+                            let len = self.tensors[output].len;
+                            let m = *masked.get_or_insert_with(|| {
+                                self.add("masked gradient".into(), TensorKind::Masked, (len, 1, 1))
+                            });
+                            if self.tensors[m].len < len {
+                                self.tensors[m].len = len;
+                                self.tensors[m].shape = (len, 1, 1);
+                            }
+                            let params = ReluParams::new(len);
+                            backward.push(BackOp::Relu { output, grad_output, masked: m, params });
+                            m
+                        }
+                    };
                     let grad_input = self.grad_of(input);
                     let params = params.with_relu(false).with_accumulate(!first(grad_input));
-                    backward.push(BackOp::ConvInput { conv, masked: m, grad_input, params });
+                    backward.push(BackOp::ConvInput { conv, masked: m, grad_input, mask: None, params });
                 }
                 _ => {}
             }

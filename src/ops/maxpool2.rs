@@ -16,14 +16,22 @@ pub struct Pool2Params {
     pub channels: u32,
     /// Backward only: add to the input gradient when non-zero.
     pub accumulate: u32,
+    /// Max pooling's backward only: when non-zero, also apply the gradient of the ReLU that made
+    /// the input to what it writes (zero where the input is not positive), so no ReLU backward
+    /// pass follows. The average pool ignores it.
+    pub mask: u32,
 }
 
 impl Pool2Params {
     pub fn new(height: usize, width: usize, channels: usize) -> Self {
-        Pool2Params { height: height as u32, width: width as u32, channels: channels as u32, accumulate: 0 }
+        Pool2Params { height: height as u32, width: width as u32, channels: channels as u32, accumulate: 0, mask: 0 }
     }
     pub fn with_accumulate(mut self, accumulate: bool) -> Self {
         self.accumulate = accumulate as u32;
+        self
+    }
+    pub fn with_mask(mut self, mask: bool) -> Self {
+        self.mask = mask as u32;
         self
     }
     pub fn out_height(&self) -> usize {
@@ -153,7 +161,8 @@ pub fn forward<T: Real>(p: &Pool2Params, input: &[T], output: &mut [T]) {
     }
 }
 
-/// CPU twin of `maxpool2.backward`: the gradient goes to the first maximum of each window.
+/// CPU twin of `maxpool2.backward`: the gradient goes to the first maximum of each window; with
+/// `p.mask`, what it writes (the sum, when accumulating) is zeroed where the input is not positive.
 pub fn backward<T: Real>(p: &Pool2Params, input: &[T], grad_output: &[T], grad_input: &mut [T]) {
     let (h, w, cn) = (p.height as usize, p.width as usize, p.channels as usize);
     for y in 0..h {
@@ -164,7 +173,11 @@ pub fn backward<T: Real>(p: &Pool2Params, input: &[T], grad_output: &[T], grad_i
                 if oy < p.out_height() && ox < p.out_width() && argmax(p, input, oy, ox, c) == (y % 2) * 2 + x % 2 {
                     g = grad_output[(oy * p.out_width() + ox) * cn + c];
                 }
-                store(&mut grad_input[(y * w + x) * cn + c], g, p.accumulate);
+                let i = (y * w + x) * cn + c;
+                store(&mut grad_input[i], g, p.accumulate);
+                if p.mask != 0 && !super::relu_passes(input[i]) {
+                    grad_input[i] = T::zero();
+                }
             }
         }
     }

@@ -35,6 +35,8 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     relu::Forward::ENTRY,
     relu::Backward::ENTRY,
     relu::Backward4::ENTRY,
+    relu::Mask::ENTRY,
+    relu::Mask4::ENTRY,
     maxpool2::Forward::ENTRY,
     maxpool2::Backward::ENTRY,
     maxpool2::Forward4::ENTRY,
@@ -71,6 +73,10 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     winograd::InputF2Map::ENTRY,
     winograd::InputF4Map::ENTRY,
     winograd::OutputF4Tex::ENTRY,
+    winograd::OutputF2Masked::ENTRY,
+    winograd::OutputF4Masked::ENTRY,
+    winograd::OutputF2TexMasked::ENTRY,
+    winograd::OutputF4TexMasked::ENTRY,
     winograd::GemmSubgroup::ENTRY,
     winograd::Gemm::ENTRY,
     winograd::GemmSubgroupTex::ENTRY,
@@ -83,6 +89,12 @@ pub const REDUCE_BLOCK: usize = 1024;
 /// Number of partial sums the first reduction stage writes for `len` elements.
 pub fn partial_count(len: usize) -> usize {
     len.div_ceil(REDUCE_BLOCK)
+}
+
+/// Whether ReLU's gradient passes where its forward output is `output`: where it is positive (not
+/// at the kink 0, not at NaN), as the shaders' `select(0, g, output > 0)`.
+pub(crate) fn relu_passes<T: Real>(output: T) -> bool {
+    output > T::zero()
 }
 
 /// Writes `value` (`accumulate == 0`) or adds it (`accumulate != 0`), as the backward kernels do.

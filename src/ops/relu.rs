@@ -99,6 +99,55 @@ impl Backward4 {
     }
 }
 
+/// `relu.mask`: ReLU's gradient applied in place to a gradient already written whole; bindings
+/// output (of the forward), grad. Writes `=`.
+pub struct Mask;
+
+impl Kernel for Mask {
+    type Params = ReluParams;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "relu",
+        entry: "mask",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<ReluParams>(),
+        bindings: &[read(9, "output"), read_write(10, "grad")],
+    };
+    fn workgroups(p: &ReluParams) -> u64 {
+        groups_for(p.len as u64, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &ReluParams) -> Vec<u64> {
+        vec![p.len as u64; 2]
+    }
+}
+
+/// `relu.mask4`: `relu.mask` four elements per invocation, for `len` a multiple of 4; bindings
+/// output (of the forward), grad. CPU twin: [`mask`].
+pub struct Mask4;
+
+impl Kernel for Mask4 {
+    type Params = ReluParams;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "relu",
+        entry: "mask4",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<ReluParams>(),
+        bindings: &[read(11, "output"), read_write(12, "grad")],
+    };
+    fn workgroups(p: &ReluParams) -> u64 {
+        groups_for(p.len as u64 / 4, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &ReluParams) -> Vec<u64> {
+        vec![p.len as u64; 2]
+    }
+}
+
+impl Mask4 {
+    /// Whether `relu.mask4` takes `p`: a multiple of 4 elements.
+    pub fn suits(p: &ReluParams) -> bool {
+        p.len.is_multiple_of(4)
+    }
+}
+
 /// CPU twin of `relu.forward`.
 pub fn forward<T: Real>(p: &ReluParams, input: &[T], output: &mut [T]) {
     for i in 0..p.len() {
@@ -111,5 +160,15 @@ pub fn backward<T: Real>(p: &ReluParams, output: &[T], grad_output: &[T], grad_i
     for i in 0..p.len() {
         let g = if output[i] > T::zero() { grad_output[i] } else { T::zero() };
         store(&mut grad_input[i], g, p.accumulate);
+    }
+}
+
+/// CPU twin of `relu.mask` (and `mask4`): `backward` in place, the gradient zeroed where the
+/// forward output is not positive.
+pub fn mask<T: Real>(p: &ReluParams, output: &[T], grad: &mut [T]) {
+    for i in 0..p.len() {
+        if !super::relu_passes(output[i]) {
+            grad[i] = T::zero();
+        }
     }
 }

@@ -316,8 +316,10 @@ pub fn products<T: Real>(p: &WinogradParams, u: &[T], v: &[T], product: &mut [T]
 }
 
 /// CPU twin of `winograd_fM.output_transform`: `act(bias + Aᵀ M A)` into the band's output rows
-/// (`=` or `+=`), pixels past the map's right edge or the band's last row left alone.
-pub fn output_transform<T: Real>(p: &WinogradParams, product: &[T], bias: &[T], output: &mut [T]) {
+/// (`=` or `+=`), pixels past the map's right edge or the band's last row left alone. With a
+/// `mask` (laid out as the output), the twin of `output_transform_masked`: each written value
+/// (the sum, when accumulating) is zeroed where the mask is not positive.
+pub fn output_transform<T: Real>(p: &WinogradParams, product: &[T], bias: &[T], output: &mut [T], mask: Option<&[T]>) {
     let (tr, tiles, cout) = (p.transform(), p.tiles(), p.out_channels as usize);
     let (m, a) = (tr.m, tr.alpha());
     let end = (p.band_start + p.band_rows) as usize;
@@ -338,6 +340,9 @@ pub fn output_transform<T: Real>(p: &WinogradParams, product: &[T], bias: &[T], 
                     }
                     let o = ((row - p.output_start as usize) * p.width as usize + col) * cout + co;
                     store(&mut output[o], v, p.accumulate);
+                    if mask.is_some_and(|mask| !super::relu_passes(mask[o])) {
+                        output[o] = T::zero();
+                    }
                 }
             }
         }
@@ -350,7 +355,7 @@ pub fn forward<T: Real>(p: &WinogradParams, u: &[T], bias: &[T], input: &[T], ou
     let mut product = vec![T::zero(); p.product_len()];
     input_transform(p, input, &mut v);
     products(p, u, &v, &mut product);
-    output_transform(p, &product, bias, output);
+    output_transform(p, &product, bias, output, None);
 }
 
 /// The unit roundoff of f32.
@@ -547,6 +552,28 @@ pub fn instantiate_transforms(m: usize, operands: Operands) -> String {
             );
         }
     }
+    let entries: String = [("output_transform", "store_output"), ("output_transform_masked", "store_output_masked")]
+        .map(|(name, store)| {
+            format!(
+                "@compute @workgroup_size(64)\n\
+                 fn {name}(\n\
+                 \x20   @builtin(workgroup_id) wid: vec3<u32>,\n\
+                 \x20   @builtin(num_workgroups) nwg: vec3<u32>,\n\
+                 \x20   @builtin(local_invocation_index) lid: u32,\n) {{\n\
+                 \x20   let index = (wid.x + wid.y * nwg.x) * 64u + lid;\n\
+                 \x20   let cout4 = params.out_channels / 4u;\n\
+                 \x20   let tiles = band_tiles();\n\
+                 \x20   if (index >= tiles * cout4) {{\n        return;\n    }}\n\
+                 \x20   let co4 = index % cout4;\n\
+                 \x20   let tile = index / cout4;\n\
+                 \x20   let row0 = params.band_start + (tile / params.tiles_x) * M;\n\
+                 \x20   let col0 = (tile % params.tiles_x) * M;\n\
+                 \x20   let tile_rows = tiles / params.tiles_x;\n{}\n{}\n}}\n",
+                gather.trim_end(),
+                output.trim_end().replace("store_output(", &format!("{store}("))
+            )
+        })
+        .join("\n");
     let signature = |name: &str, c4: &str, c4s: &str| {
         format!("fn {name}(t: u32, tile: u32, tiles: u32, tile_rows: u32, {c4}: u32, {c4s}: u32")
     };
@@ -585,8 +612,7 @@ pub fn instantiate_transforms(m: usize, operands: Operands) -> String {
         .replace("{{MAP_ENTRY}}", &map_entry)
         .replace("{{LOAD}}", load.trim_end())
         .replace("{{INPUT}}", input.trim_end())
-        .replace("{{GATHER}}", gather.trim_end())
-        .replace("{{OUTPUT}}", output.trim_end())
+        .replace("{{OUTPUT_ENTRIES}}", entries.trim_end())
 }
 
 /// Tiles per invocation of the products kernel. With [`GEMM_CO_TILE`] 32 that is 64
@@ -755,7 +781,7 @@ fn output_lens(p: &WinogradParams) -> Vec<u64> {
 }
 
 macro_rules! transform_kernels {
-    ($input:ident, $output:ident, $m:literal, $suffix:literal, $operands:expr, $scratch:expr, $read:expr) => {
+    ($input:ident, $output:ident, $masked:ident, $m:literal, $suffix:literal, $operands:expr, $scratch:expr, $read:expr) => {
         #[doc = concat!("`winograd_f", $m, $suffix, ".input_transform`: bindings input (the band's rows with a halo row either side), transformed (V). Writes `=`.")]
         pub struct $input;
 
@@ -795,6 +821,28 @@ macro_rules! transform_kernels {
                 output_lens(p)
             }
         }
+
+        #[doc = concat!("`winograd_f", $m, $suffix, ".output_transform_masked`: the output transform, then ReLU's gradient. Bindings product (M), bias, output (the band's rows), mask (laid out as the output). Writes `=` or `+=`.")]
+        pub struct $masked;
+
+        impl Kernel for $masked {
+            type Params = WinogradParams;
+            const ENTRY: EntryPoint = EntryPoint {
+                shader: transforms_shader($m, $operands),
+                entry: "output_transform_masked",
+                workgroup_size: INVOCATIONS as u32,
+                params_bytes: std::mem::size_of::<WinogradParams>(),
+                bindings: &[$read(1, "product"), read(2, "bias"), read_write(3, "output"), read(4, "mask")],
+            };
+            fn workgroups(p: &WinogradParams) -> u64 {
+                groups_for((p.tiles() * p.out_channels as usize / 4) as u64, INVOCATIONS as u32)
+            }
+            fn binding_lens(p: &WinogradParams) -> Vec<u64> {
+                let mut lens = output_lens(p);
+                lens.push(p.conv().band_output_len() as u64);
+                lens
+            }
+        }
     };
 }
 
@@ -826,10 +874,10 @@ macro_rules! map_input_kernel {
 map_input_kernel!(InputF2Map, 2);
 map_input_kernel!(InputF4Map, 4);
 
-transform_kernels!(InputF2, OutputF2, 2, "", Operands::Storage, read_write, read);
-transform_kernels!(InputF4, OutputF4, 4, "", Operands::Storage, read_write, read);
-transform_kernels!(InputF2Tex, OutputF2Tex, 2, "_tex", Operands::Texture, texture_write, texture);
-transform_kernels!(InputF4Tex, OutputF4Tex, 4, "_tex", Operands::Texture, texture_write, texture);
+transform_kernels!(InputF2, OutputF2, OutputF2Masked, 2, "", Operands::Storage, read_write, read);
+transform_kernels!(InputF4, OutputF4, OutputF4Masked, 4, "", Operands::Storage, read_write, read);
+transform_kernels!(InputF2Tex, OutputF2Tex, OutputF2TexMasked, 2, "_tex", Operands::Texture, texture_write, texture);
+transform_kernels!(InputF4Tex, OutputF4Tex, OutputF4TexMasked, 4, "_tex", Operands::Texture, texture_write, texture);
 
 fn gemm_workgroups(p: &WinogradParams) -> u64 {
     let blocks = p.tiles().div_ceil(GEMM_PX * INVOCATIONS);
@@ -881,24 +929,36 @@ gemm_kernel!(GemmTex, "winograd_gemm_tex", GemmFlavour::Portable, Operands::Text
 /// (buffers, or textures of [`scratch_texture_size`] and [`weights_texture_size`] or larger).
 /// With `map_input` (texture operands only), the input is the input's map texture
 /// ([`map_texture_size`](super::conv3x3_subgroup::map_texture_size)), filled by the caller.
+/// With a `mask` (the band's rows of a map laid out as the output), the output transform applies
+/// ReLU's gradient ([`OutputF4Masked`] and the like).
 pub fn plan<R: Clone>(
     p: &WinogradParams,
     operands: Operands,
     subgroup: bool,
     map_input: bool,
     [input, weights, transformed, product, bias, output]: [R; 6],
+    mask: Option<R>,
 ) -> Vec<Planned<R>> {
     use Planned as P;
     debug_assert!(suits(&p.conv()), "{p:?} does not suit the Winograd kernels");
     let first = vec![input, transformed.clone()];
     let gemm = vec![weights, transformed, product.clone()];
-    let last = vec![product, bias, output];
-    let (input, output) = match (p.tile, operands) {
-        (2, Operands::Storage) => (P::dispatch::<InputF2>(p, first), P::dispatch::<OutputF2>(p, last)),
-        (4, Operands::Storage) => (P::dispatch::<InputF4>(p, first), P::dispatch::<OutputF4>(p, last)),
-        (2, Operands::Texture) => (P::dispatch::<InputF2Tex>(p, first), P::dispatch::<OutputF2Tex>(p, last)),
-        (4, Operands::Texture) => (P::dispatch::<InputF4Tex>(p, first), P::dispatch::<OutputF4Tex>(p, last)),
-        (m, _) => panic!("no Winograd tile {m}"),
+    let masked = mask.is_some();
+    let last: Vec<R> = [product, bias, output].into_iter().chain(mask).collect();
+    let (input, output) = match (p.tile, operands, masked) {
+        (2, Operands::Storage, false) => (P::dispatch::<InputF2>(p, first), P::dispatch::<OutputF2>(p, last)),
+        (2, Operands::Storage, true) => (P::dispatch::<InputF2>(p, first), P::dispatch::<OutputF2Masked>(p, last)),
+        (4, Operands::Storage, false) => (P::dispatch::<InputF4>(p, first), P::dispatch::<OutputF4>(p, last)),
+        (4, Operands::Storage, true) => (P::dispatch::<InputF4>(p, first), P::dispatch::<OutputF4Masked>(p, last)),
+        (2, Operands::Texture, false) => (P::dispatch::<InputF2Tex>(p, first), P::dispatch::<OutputF2Tex>(p, last)),
+        (2, Operands::Texture, true) => {
+            (P::dispatch::<InputF2Tex>(p, first), P::dispatch::<OutputF2TexMasked>(p, last))
+        }
+        (4, Operands::Texture, false) => (P::dispatch::<InputF4Tex>(p, first), P::dispatch::<OutputF4Tex>(p, last)),
+        (4, Operands::Texture, true) => {
+            (P::dispatch::<InputF4Tex>(p, first), P::dispatch::<OutputF4TexMasked>(p, last))
+        }
+        (m, _, _) => panic!("no Winograd tile {m}"),
     };
     let input = match (map_input, p.tile, input) {
         (false, _, input) => input,
