@@ -142,7 +142,7 @@ impl Bench<'_> {
                 4 * largest as u64 <= self.gpu.limits.max_storage_buffer_binding_size
             }
             winograd::Operands::Texture => {
-                let height = winograd::scratch_texture_size(&wp, p.in_channels).1;
+                let height = winograd::transformed_texture_size(&wp).1;
                 winograd::textures_fit(&wp, max) && height <= max
             }
         };
@@ -151,30 +151,19 @@ impl Bench<'_> {
         }
         let (input, bias, output) =
             (self.buffer(p.input_len()), self.buffer(p.bias_len()), self.buffer(p.output_len()));
-        let (u, v, product);
-        let textures;
-        let scratch: [Resource; 3] = match operands {
+        let (v, product) = (self.buffer(wp.transformed_input_len()), self.buffer(wp.product_len()));
+        let (u, textures);
+        let (weights, transformed_texture) = match operands {
             winograd::Operands::Storage => {
                 u = self.buffer(wp.transformed_weights_len());
-                v = self.buffer(wp.transformed_input_len());
-                product = self.buffer(wp.product_len());
-                [Resource::Buffer(&u), Resource::Buffer(&v), Resource::Buffer(&product)]
+                (Resource::Buffer(&u), None)
             }
             winograd::Operands::Texture => {
                 textures = [
                     fast::create_texture(self.gpu, "winograd weights", winograd::weights_texture_size(&wp)),
-                    fast::create_texture(
-                        self.gpu,
-                        "winograd transformed",
-                        winograd::scratch_texture_size(&wp, p.in_channels),
-                    ),
-                    fast::create_texture(
-                        self.gpu,
-                        "winograd products",
-                        winograd::scratch_texture_size(&wp, p.out_channels),
-                    ),
+                    fast::create_texture(self.gpu, "winograd transformed", winograd::transformed_texture_size(&wp)),
                 ];
-                [Resource::Texture(&textures[0]), Resource::Texture(&textures[1]), Resource::Texture(&textures[2])]
+                (Resource::Texture(&textures[0]), Some(Resource::Texture(&textures[1])))
             }
         };
         // The input from its map texture where the engine would read it so (the copy counts).
@@ -184,10 +173,17 @@ impl Bench<'_> {
             "winograd input map",
             if map_input { fast::input_texture_size(p) } else { (1, 1) },
         );
-        let input_resource = if map_input { Resource::Texture(&map) } else { Resource::Buffer(&input) };
-        let resources =
-            [input_resource, scratch[0], scratch[1], scratch[2], Resource::Buffer(&bias), Resource::Buffer(&output)];
-        let mut commands = winograd::plan(&wp, operands, subgroup, map_input, resources, None)
+        let resources = winograd::ConvOperands {
+            input: if map_input { Resource::Texture(&map) } else { Resource::Buffer(&input) },
+            weights,
+            transformed: Resource::Buffer(&v),
+            transformed_texture,
+            product: Resource::Buffer(&product),
+            bias: Resource::Buffer(&bias),
+            output: Resource::Buffer(&output),
+            mask: None,
+        };
+        let mut commands = winograd::plan(&wp, operands, subgroup, map_input, resources)
             .iter()
             .map(|c| bind_planned(self.gpu, self.library, c))
             .collect::<Result<Vec<Command>>>()?;

@@ -87,19 +87,11 @@ fn gram_subgroup(_sg: usize) -> String {
 }
 
 fn winograd_f2(_sg: usize) -> String {
-    winograd::instantiate_transforms(2, Operands::Storage)
+    winograd::instantiate_transforms(2)
 }
 
 fn winograd_f4(_sg: usize) -> String {
-    winograd::instantiate_transforms(4, Operands::Storage)
-}
-
-fn winograd_f2_tex(_sg: usize) -> String {
-    winograd::instantiate_transforms(2, Operands::Texture)
-}
-
-fn winograd_f4_tex(_sg: usize) -> String {
-    winograd::instantiate_transforms(4, Operands::Texture)
+    winograd::instantiate_transforms(4)
 }
 
 fn winograd_gemm_subgroup(sg: usize) -> String {
@@ -147,27 +139,15 @@ pub const GENERATED: &[GeneratedShader] = &[
         subgroups: true,
     },
     GeneratedShader {
-        name: winograd::transforms_shader(2, Operands::Storage),
+        name: winograd::transforms_shader(2),
         template: WINOGRAD_TEMPLATE,
         generate: winograd_f2,
         subgroups: false,
     },
     GeneratedShader {
-        name: winograd::transforms_shader(4, Operands::Storage),
+        name: winograd::transforms_shader(4),
         template: WINOGRAD_TEMPLATE,
         generate: winograd_f4,
-        subgroups: false,
-    },
-    GeneratedShader {
-        name: winograd::transforms_shader(2, Operands::Texture),
-        template: WINOGRAD_TEMPLATE,
-        generate: winograd_f2_tex,
-        subgroups: false,
-    },
-    GeneratedShader {
-        name: winograd::transforms_shader(4, Operands::Texture),
-        template: WINOGRAD_TEMPLATE,
-        generate: winograd_f4_tex,
         subgroups: false,
     },
     GeneratedShader {

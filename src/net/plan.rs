@@ -717,15 +717,12 @@ fn winograd_pass(
     let u: Operand = r.add(label, shape, MemoryClass::Weights, fill).into();
     // The first band is the largest: the shared scratch grows to hold it.
     let first = winograd::WinogradParams::new(&bands[0], m);
-    let [v, product] = [(0, params.in_channels), (1, params.out_channels)].map(|(which, channels)| {
-        let shape = match texture {
-            true => {
-                let (w, h) = winograd::scratch_texture_size(&first, channels);
-                Shape::Texture(w, h)
-            }
-            false => Shape::Buffer(4 * (first.points() * first.tiles() * channels as usize) as u64),
-        };
-        Operand::from(r.winograd_scratch(which, shape))
+    // V and M in buffers; with texture operands V also in its texture, filled by a copy.
+    let [v, product] = [(0, first.transformed_input_len()), (1, first.product_len())]
+        .map(|(which, floats)| Operand::from(r.winograd_scratch(which, Shape::Buffer(4 * floats as u64))));
+    let v_texture: Option<Operand> = texture.then(|| {
+        let (w, h) = winograd::transformed_texture_size(&first);
+        r.winograd_scratch(0, Shape::Texture(w, h)).into()
     });
     // With texture operands the input transform reads the input's map texture where it fits
     // (shared with the direct texture conv's of that shape; the copy is not a binding).
@@ -748,14 +745,17 @@ fn winograd_pass(
             }
             false => layout.whole(t),
         });
-        plan.extend(winograd::plan(
-            &p,
-            operands,
-            caps.winograd_subgroup,
-            map_input,
-            [input, u, v, product, bias.into(), maps[1]],
+        let operands_of_band = winograd::ConvOperands {
+            input,
+            weights: u,
+            transformed: v,
+            transformed_texture: v_texture,
+            product,
+            bias: bias.into(),
+            output: maps[1],
             mask,
-        ));
+        };
+        plan.extend(winograd::plan(&p, operands, caps.winograd_subgroup, map_input, operands_of_band));
     }
     plan
 }

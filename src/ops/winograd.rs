@@ -29,7 +29,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::conv3x3::Conv3x3Params;
 use super::store;
-use crate::gpu::kernel::{groups_for, read, read_write, texture, texture_write, EntryPoint, Kernel};
+use crate::gpu::kernel::{groups_for, read, read_write, texture, EntryPoint, Kernel};
 use crate::gpu::Planned;
 use crate::Real;
 
@@ -438,13 +438,11 @@ pub const TRANSFORMS_TEMPLATE: &str = include_str!("../../shaders/winograd.wgsl.
 /// The products' template.
 pub const GEMM_TEMPLATE: &str = include_str!("../../shaders/winograd_gemm.wgsl.tmpl");
 
-/// The shader name of the transforms of tile `m` with V and M in `operands`.
-pub const fn transforms_shader(m: usize, operands: Operands) -> &'static str {
-    match (m, operands) {
-        (2, Operands::Storage) => "winograd_f2",
-        (4, Operands::Storage) => "winograd_f4",
-        (2, Operands::Texture) => "winograd_f2_tex",
-        (4, Operands::Texture) => "winograd_f4_tex",
+/// The shader name of the transforms of tile `m`.
+pub const fn transforms_shader(m: usize) -> &'static str {
+    match m {
+        2 => "winograd_f2",
+        4 => "winograd_f4",
         _ => panic!("no such Winograd tile"),
     }
 }
@@ -472,12 +470,10 @@ fn combination(coeffs: &[f64], terms: &[String]) -> String {
     }
 }
 
-/// The texel of position `t` of `tile`, channels `4 c4..` of `c4s` groups, in a V or M texture.
-const TEXEL: &str = "vec2<i32>(i32((tile % params.tiles_x) * c4s + c4), i32(t * tile_rows + tile / params.tiles_x))";
-
-/// The WGSL of the transforms of tile `m` (V and M in `operands`): `input_transform` and
-/// `output_transform`, their arithmetic unrolled from the matrices of [`transform`].
-pub fn instantiate_transforms(m: usize, operands: Operands) -> String {
+/// The WGSL of the transforms of tile `m`: `input_transform` (and `input_transform_map`) and
+/// `output_transform` (and `output_transform_masked`), their arithmetic unrolled from the matrices
+/// of [`transform`].
+pub fn instantiate_transforms(m: usize) -> String {
     let tr = transform(m);
     let a = tr.alpha();
     let mut load = String::new();
@@ -498,17 +494,15 @@ pub fn instantiate_transforms(m: usize, operands: Operands) -> String {
         for j in 0..a {
             let terms: Vec<String> = (0..a).map(|q| format!("r{i}_{q}")).collect();
             input += &format!(
-                "    store_transformed({}u, tile, tiles, tile_rows, c4, cin4, {});\n",
+                "    store_transformed({}u, tile, tiles, c4, cin4, {});\n",
                 i * a + j,
                 combination(&tr.bt[j * a..(j + 1) * a], &terms)
             );
         }
     }
-    // The same entry reading the map texture (texture flavour).
-    let map_entry = match operands {
-        Operands::Storage => String::new(),
-        Operands::Texture => format!(
-            "\n@group(0) @binding(1) var map: texture_storage_2d<rgba32float, read>;\n\n\
+    // The same entry reading the map texture.
+    let map_entry = format!(
+        "\n@group(0) @binding(1) var map: texture_storage_2d<rgba32float, read>;\n\n\
              fn load_map(y: i32, x: i32, c4: u32, cin4: u32) -> vec4<f32> {{\n\
              \x20   // The border holds the zero padding at -1 and at height / width; tiles past the map\n\
              \x20   // read further, which is zero too.\n\
@@ -526,15 +520,13 @@ pub fn instantiate_transforms(m: usize, operands: Operands) -> String {
              \x20   let c4 = index % cin4;\n\
              \x20   let tile = index / cin4;\n\
              \x20   let y0 = i32(params.band_start + (tile / params.tiles_x) * M) - 1;\n\
-             \x20   let x0 = i32((tile % params.tiles_x) * M) - 1;\n\
-             \x20   let tile_rows = tiles / params.tiles_x;\n{}\n{}\n}}\n",
-            load.trim_end().replace("load_input(", "load_map("),
-            input.trim_end()
-        ),
-    };
+             \x20   let x0 = i32((tile % params.tiles_x) * M) - 1;\n{}\n{}\n}}\n",
+        load.trim_end().replace("load_input(", "load_map("),
+        input.trim_end()
+    );
     let mut gather = String::new();
     for t in 0..a * a {
-        gather += &format!("    let p{}_{} = load_product({t}u, tile, tiles, tile_rows, co4, cout4);\n", t / a, t % a);
+        gather += &format!("    let p{}_{} = load_product({t}u, tile, tiles, co4, cout4);\n", t / a, t % a);
     }
     let mut output = String::new();
     for i in 0..m {
@@ -567,48 +559,14 @@ pub fn instantiate_transforms(m: usize, operands: Operands) -> String {
                  \x20   let co4 = index % cout4;\n\
                  \x20   let tile = index / cout4;\n\
                  \x20   let row0 = params.band_start + (tile / params.tiles_x) * M;\n\
-                 \x20   let col0 = (tile % params.tiles_x) * M;\n\
-                 \x20   let tile_rows = tiles / params.tiles_x;\n{}\n{}\n}}\n",
+                 \x20   let col0 = (tile % params.tiles_x) * M;\n{}\n{}\n}}\n",
                 gather.trim_end(),
                 output.trim_end().replace("store_output(", &format!("{store}("))
             )
         })
         .join("\n");
-    let signature = |name: &str, c4: &str, c4s: &str| {
-        format!("fn {name}(t: u32, tile: u32, tiles: u32, tile_rows: u32, {c4}: u32, {c4s}: u32")
-    };
-    let (transformed, store, product, load_product) = match operands {
-        Operands::Storage => (
-            "@group(0) @binding(2) var<storage, read_write> transformed: array<vec4<f32>>;".to_string(),
-            format!(
-                "{}, v: vec4<f32>) {{\n    transformed[(t * tiles + tile) * c4s + c4] = v;\n}}",
-                signature("store_transformed", "c4", "c4s")
-            ),
-            "@group(0) @binding(1) var<storage, read> product: array<vec4<f32>>;".to_string(),
-            format!(
-                "{}) -> vec4<f32> {{\n    return product[(t * tiles + tile) * c4s + c4];\n}}",
-                signature("load_product", "c4", "c4s")
-            ),
-        ),
-        Operands::Texture => (
-            "@group(0) @binding(2) var transformed: texture_storage_2d<rgba32float, write>;".to_string(),
-            format!(
-                "{}, v: vec4<f32>) {{\n    textureStore(transformed, {TEXEL}, v);\n}}",
-                signature("store_transformed", "c4", "c4s")
-            ),
-            "@group(0) @binding(1) var product: texture_storage_2d<rgba32float, read>;".to_string(),
-            format!(
-                "{}) -> vec4<f32> {{\n    return textureLoad(product, {TEXEL});\n}}",
-                signature("load_product", "c4", "c4s")
-            ),
-        ),
-    };
     TRANSFORMS_TEMPLATE
         .replace("{{M}}", &m.to_string())
-        .replace("{{TRANSFORMED_BINDING}}", &transformed)
-        .replace("{{STORE_TRANSFORMED}}", &store)
-        .replace("{{PRODUCT_BINDING}}", &product)
-        .replace("{{LOAD_PRODUCT}}", &load_product)
         .replace("{{MAP_ENTRY}}", &map_entry)
         .replace("{{LOAD}}", load.trim_end())
         .replace("{{INPUT}}", input.trim_end())
@@ -693,21 +651,13 @@ pub fn instantiate_gemm(flavour: GemmFlavour, operands: Operands, sg: usize) -> 
             );
         }
     }
+    // M goes to a buffer in either flavour (on lavapipe a texel store costs several vec4 buffer
+    // stores).
     let mut out = String::new();
     for p in 0..px {
         out += &format!("    if (first + {p}u < tiles) {{\n");
-        if tex {
-            out += &format!(
-                "        let tile = first + {p}u;\n        let mx = i32((tile % params.tiles_x) * cout4 + co_base / 4u);\n        let my = i32(t * tile_rows + tile / params.tiles_x);\n"
-            );
-        }
         for c in 0..co_tile / 4 {
-            out += &match tex {
-                false => {
-                    format!("        product[((t * tiles + first + {p}u) * cout + co_base) / 4u + {c}u] = a{p}_{c};\n")
-                }
-                true => format!("        textureStore(product, vec2<i32>(mx + {c}, my), a{p}_{c});\n"),
-            };
+            out += &format!("        product[((t * tiles + first + {p}u) * cout + co_base) / 4u + {c}u] = a{p}_{c};\n");
         }
         out += "    }\n";
     }
@@ -729,7 +679,7 @@ pub fn instantiate_gemm(flavour: GemmFlavour, operands: Operands, sg: usize) -> 
         true => {
             "@group(0) @binding(1) var weights: texture_storage_2d<rgba32float, read>;\n\
                  @group(0) @binding(2) var transformed: texture_storage_2d<rgba32float, read>;\n\
-                 @group(0) @binding(3) var product: texture_storage_2d<rgba32float, write>;"
+                 @group(0) @binding(3) var<storage, read_write> product: array<vec4<f32>>;"
         }
     };
     GEMM_TEMPLATE
@@ -745,10 +695,11 @@ pub fn instantiate_gemm(flavour: GemmFlavour, operands: Operands, sg: usize) -> 
         .replace("{{STORE}}", out.trim_end())
 }
 
-/// Size (width, height) in texels of the V (`channels` = in_channels) or M (out_channels) texture
-/// of `p`'s band.
-pub fn scratch_texture_size(p: &WinogradParams, channels: u32) -> (u32, u32) {
-    (p.tiles_x * channels / 4, (p.points() * p.tile_rows()) as u32)
+/// Size (width, height) in texels of V's texture for `p`'s band: texel `((tile % tiles_x) *
+/// in_channels / 4 + c4, t * tile_rows + tile / tiles_x)` holds channels `4c4..4c4+3` of position
+/// `t` of the tile, the layout of V in its buffer, so that one copy fills it.
+pub fn transformed_texture_size(p: &WinogradParams) -> (u32, u32) {
+    (p.tiles_x * p.in_channels / 4, (p.points() * p.tile_rows()) as u32)
 }
 
 /// Size (width, height) in texels of the U texture: texel `(co, t * in_channels / 4 + c4)`.
@@ -780,62 +731,87 @@ fn output_lens(p: &WinogradParams) -> Vec<u64> {
     [p.product_len(), p.out_channels as usize, p.conv().band_output_len()].map(|n| n as u64).to_vec()
 }
 
+fn transform_groups(p: &WinogradParams, channels: u32) -> u64 {
+    groups_for((p.tiles() * channels as usize / 4) as u64, INVOCATIONS as u32)
+}
+
 macro_rules! transform_kernels {
-    ($input:ident, $output:ident, $masked:ident, $m:literal, $suffix:literal, $operands:expr, $scratch:expr, $read:expr) => {
-        #[doc = concat!("`winograd_f", $m, $suffix, ".input_transform`: bindings input (the band's rows with a halo row either side), transformed (V). Writes `=`.")]
+    ($input:ident, $map:ident, $output:ident, $masked:ident, $m:literal) => {
+        #[doc = concat!("`winograd_f", $m, ".input_transform`: bindings input (the band's rows with a halo row either side), transformed (V). Writes `=`.")]
         pub struct $input;
 
         impl Kernel for $input {
             type Params = WinogradParams;
             const ENTRY: EntryPoint = EntryPoint {
-                shader: transforms_shader($m, $operands),
+                shader: transforms_shader($m),
                 entry: "input_transform",
                 workgroup_size: INVOCATIONS as u32,
                 params_bytes: std::mem::size_of::<WinogradParams>(),
-                bindings: &[read(1, "input"), $scratch(2, "transformed")],
+                bindings: &[read(1, "input"), read_write(2, "transformed")],
             };
             fn workgroups(p: &WinogradParams) -> u64 {
-                groups_for((p.tiles() * p.in_channels as usize / 4) as u64, INVOCATIONS as u32)
+                transform_groups(p, p.in_channels)
             }
             fn binding_lens(p: &WinogradParams) -> Vec<u64> {
                 input_lens(p)
             }
         }
 
-        #[doc = concat!("`winograd_f", $m, $suffix, ".output_transform`: bindings product (M), bias, output (the band's rows). Writes `=` or `+=`.")]
+        #[doc = concat!("`winograd_f", $m, ".input_transform_map`: bindings input (the map texture), transformed (V). Writes `=`.")]
+        pub struct $map;
+
+        impl Kernel for $map {
+            type Params = WinogradParams;
+            const ENTRY: EntryPoint = EntryPoint {
+                shader: transforms_shader($m),
+                entry: "input_transform_map",
+                workgroup_size: INVOCATIONS as u32,
+                params_bytes: std::mem::size_of::<WinogradParams>(),
+                bindings: &[texture(1, "input"), read_write(2, "transformed")],
+            };
+            fn workgroups(p: &WinogradParams) -> u64 {
+                transform_groups(p, p.in_channels)
+            }
+            fn binding_lens(p: &WinogradParams) -> Vec<u64> {
+                let (w, h) = super::conv3x3_subgroup::map_texture_size(p.height, p.width, p.in_channels);
+                vec![4 * w as u64 * h as u64, p.transformed_input_len() as u64]
+            }
+        }
+
+        #[doc = concat!("`winograd_f", $m, ".output_transform`: bindings product (M), bias, output (the band's rows). Writes `=` or `+=`.")]
         pub struct $output;
 
         impl Kernel for $output {
             type Params = WinogradParams;
             const ENTRY: EntryPoint = EntryPoint {
-                shader: transforms_shader($m, $operands),
+                shader: transforms_shader($m),
                 entry: "output_transform",
                 workgroup_size: INVOCATIONS as u32,
                 params_bytes: std::mem::size_of::<WinogradParams>(),
-                bindings: &[$read(1, "product"), read(2, "bias"), read_write(3, "output")],
+                bindings: &[read(1, "product"), read(2, "bias"), read_write(3, "output")],
             };
             fn workgroups(p: &WinogradParams) -> u64 {
-                groups_for((p.tiles() * p.out_channels as usize / 4) as u64, INVOCATIONS as u32)
+                transform_groups(p, p.out_channels)
             }
             fn binding_lens(p: &WinogradParams) -> Vec<u64> {
                 output_lens(p)
             }
         }
 
-        #[doc = concat!("`winograd_f", $m, $suffix, ".output_transform_masked`: the output transform, then ReLU's gradient. Bindings product (M), bias, output (the band's rows), mask (laid out as the output). Writes `=` or `+=`.")]
+        #[doc = concat!("`winograd_f", $m, ".output_transform_masked`: the output transform, then ReLU's gradient. Bindings product (M), bias, output (the band's rows), mask (laid out as the output). Writes `=` or `+=`.")]
         pub struct $masked;
 
         impl Kernel for $masked {
             type Params = WinogradParams;
             const ENTRY: EntryPoint = EntryPoint {
-                shader: transforms_shader($m, $operands),
+                shader: transforms_shader($m),
                 entry: "output_transform_masked",
                 workgroup_size: INVOCATIONS as u32,
                 params_bytes: std::mem::size_of::<WinogradParams>(),
-                bindings: &[$read(1, "product"), read(2, "bias"), read_write(3, "output"), read(4, "mask")],
+                bindings: &[read(1, "product"), read(2, "bias"), read_write(3, "output"), read(4, "mask")],
             };
             fn workgroups(p: &WinogradParams) -> u64 {
-                groups_for((p.tiles() * p.out_channels as usize / 4) as u64, INVOCATIONS as u32)
+                transform_groups(p, p.out_channels)
             }
             fn binding_lens(p: &WinogradParams) -> Vec<u64> {
                 let mut lens = output_lens(p);
@@ -846,38 +822,8 @@ macro_rules! transform_kernels {
     };
 }
 
-macro_rules! map_input_kernel {
-    ($name:ident, $m:literal) => {
-        #[doc = concat!("`winograd_f", $m, "_tex.input_transform_map`: bindings input (the map texture), transformed (V, a texture). Writes `=`.")]
-        pub struct $name;
-
-        impl Kernel for $name {
-            type Params = WinogradParams;
-            const ENTRY: EntryPoint = EntryPoint {
-                shader: transforms_shader($m, Operands::Texture),
-                entry: "input_transform_map",
-                workgroup_size: INVOCATIONS as u32,
-                params_bytes: std::mem::size_of::<WinogradParams>(),
-                bindings: &[texture(1, "input"), texture_write(2, "transformed")],
-            };
-            fn workgroups(p: &WinogradParams) -> u64 {
-                groups_for((p.tiles() * p.in_channels as usize / 4) as u64, INVOCATIONS as u32)
-            }
-            fn binding_lens(p: &WinogradParams) -> Vec<u64> {
-                let (w, h) = super::conv3x3_subgroup::map_texture_size(p.height, p.width, p.in_channels);
-                vec![4 * w as u64 * h as u64, p.transformed_input_len() as u64]
-            }
-        }
-    };
-}
-
-map_input_kernel!(InputF2Map, 2);
-map_input_kernel!(InputF4Map, 4);
-
-transform_kernels!(InputF2, OutputF2, OutputF2Masked, 2, "", Operands::Storage, read_write, read);
-transform_kernels!(InputF4, OutputF4, OutputF4Masked, 4, "", Operands::Storage, read_write, read);
-transform_kernels!(InputF2Tex, OutputF2Tex, OutputF2TexMasked, 2, "_tex", Operands::Texture, texture_write, texture);
-transform_kernels!(InputF4Tex, OutputF4Tex, OutputF4TexMasked, 4, "_tex", Operands::Texture, texture_write, texture);
+transform_kernels!(InputF2, InputF2Map, OutputF2, OutputF2Masked, 2);
+transform_kernels!(InputF4, InputF4Map, OutputF4, OutputF4Masked, 4);
 
 fn gemm_workgroups(p: &WinogradParams) -> u64 {
     let blocks = p.tiles().div_ceil(GEMM_PX * INVOCATIONS);
@@ -889,7 +835,7 @@ fn gemm_lens(p: &WinogradParams) -> Vec<u64> {
 }
 
 macro_rules! gemm_kernel {
-    ($name:ident, $shader:literal, $flavour:expr, $operands:expr, $read:expr, $write:expr) => {
+    ($name:ident, $shader:literal, $flavour:expr, $operands:expr, $read:expr) => {
         #[doc = concat!("`", $shader, ".forward`: the products. Bindings weights (U), transformed (V), product (M). Writes `=`.")]
         pub struct $name;
 
@@ -900,7 +846,7 @@ macro_rules! gemm_kernel {
                 entry: "forward",
                 workgroup_size: INVOCATIONS as u32,
                 params_bytes: std::mem::size_of::<WinogradParams>(),
-                bindings: &[$read(1, "weights"), $read(2, "transformed"), $write(3, "product")],
+                bindings: &[$read(1, "weights"), $read(2, "transformed"), read_write(3, "product")],
             };
             fn workgroups(p: &WinogradParams) -> u64 {
                 gemm_workgroups(p)
@@ -912,68 +858,85 @@ macro_rules! gemm_kernel {
     };
 }
 
-gemm_kernel!(GemmSubgroup, "winograd_gemm_subgroup", GemmFlavour::Subgroup, Operands::Storage, read, read_write);
-gemm_kernel!(Gemm, "winograd_gemm", GemmFlavour::Portable, Operands::Storage, read, read_write);
-gemm_kernel!(
-    GemmSubgroupTex,
-    "winograd_gemm_subgroup_tex",
-    GemmFlavour::Subgroup,
-    Operands::Texture,
-    texture,
-    texture_write
-);
-gemm_kernel!(GemmTex, "winograd_gemm_tex", GemmFlavour::Portable, Operands::Texture, texture, texture_write);
+gemm_kernel!(GemmSubgroup, "winograd_gemm_subgroup", GemmFlavour::Subgroup, Operands::Storage, read);
+gemm_kernel!(Gemm, "winograd_gemm", GemmFlavour::Portable, Operands::Storage, read);
+gemm_kernel!(GemmSubgroupTex, "winograd_gemm_subgroup_tex", GemmFlavour::Subgroup, Operands::Texture, texture);
+gemm_kernel!(GemmTex, "winograd_gemm_tex", GemmFlavour::Portable, Operands::Texture, texture);
 
-/// The Winograd conv of `p`'s band as planned commands: the input transform, the products (with
-/// subgroup broadcasts when `subgroup`), the output transform, with V, M and U in `operands`
-/// (buffers, or textures of [`scratch_texture_size`] and [`weights_texture_size`] or larger).
-/// With `map_input` (texture operands only), the input is the input's map texture
-/// ([`map_texture_size`](super::conv3x3_subgroup::map_texture_size)), filled by the caller.
-/// With a `mask` (the band's rows of a map laid out as the output), the output transform applies
-/// ReLU's gradient ([`OutputF4Masked`] and the like).
+/// The resources of one band's Winograd conv.
+#[derive(Clone, Debug)]
+pub struct ConvOperands<R> {
+    /// The band's input rows (a buffer), or with `map_input` the input's map texture
+    /// ([`map_texture_size`](super::conv3x3_subgroup::map_texture_size)), filled by the caller.
+    pub input: R,
+    /// U, the transformed weights: a buffer, or with texture operands a texture of
+    /// [`weights_texture_size`].
+    pub weights: R,
+    /// V as the input transform writes it: a buffer.
+    pub transformed: R,
+    /// With texture operands, V's texture ([`transformed_texture_size`] or larger), which a copy
+    /// fills from `transformed` for the products to read.
+    pub transformed_texture: Option<R>,
+    /// M: a buffer.
+    pub product: R,
+    pub bias: R,
+    /// The band's output rows.
+    pub output: R,
+    /// The band's rows of a map laid out as the output: the output transform then applies ReLU's
+    /// gradient ([`OutputF4Masked`] and the like).
+    pub mask: Option<R>,
+}
+
+/// The Winograd conv of `p`'s band as planned commands: the input transform (from the input's
+/// map texture with `map_input`), with texture operands the copy of V into its texture, the
+/// products (with subgroup broadcasts when `subgroup`; U and V read from textures with texture
+/// operands), the output transform.
 pub fn plan<R: Clone>(
     p: &WinogradParams,
     operands: Operands,
     subgroup: bool,
     map_input: bool,
-    [input, weights, transformed, product, bias, output]: [R; 6],
-    mask: Option<R>,
+    r: ConvOperands<R>,
 ) -> Vec<Planned<R>> {
     use Planned as P;
     debug_assert!(suits(&p.conv()), "{p:?} does not suit the Winograd kernels");
-    let first = vec![input, transformed.clone()];
-    let gemm = vec![weights, transformed, product.clone()];
-    let masked = mask.is_some();
-    let last: Vec<R> = [product, bias, output].into_iter().chain(mask).collect();
-    let (input, output) = match (p.tile, operands, masked) {
-        (2, Operands::Storage, false) => (P::dispatch::<InputF2>(p, first), P::dispatch::<OutputF2>(p, last)),
-        (2, Operands::Storage, true) => (P::dispatch::<InputF2>(p, first), P::dispatch::<OutputF2Masked>(p, last)),
-        (4, Operands::Storage, false) => (P::dispatch::<InputF4>(p, first), P::dispatch::<OutputF4>(p, last)),
-        (4, Operands::Storage, true) => (P::dispatch::<InputF4>(p, first), P::dispatch::<OutputF4Masked>(p, last)),
-        (2, Operands::Texture, false) => (P::dispatch::<InputF2Tex>(p, first), P::dispatch::<OutputF2Tex>(p, last)),
-        (2, Operands::Texture, true) => {
-            (P::dispatch::<InputF2Tex>(p, first), P::dispatch::<OutputF2TexMasked>(p, last))
-        }
-        (4, Operands::Texture, false) => (P::dispatch::<InputF4Tex>(p, first), P::dispatch::<OutputF4Tex>(p, last)),
-        (4, Operands::Texture, true) => {
-            (P::dispatch::<InputF4Tex>(p, first), P::dispatch::<OutputF4TexMasked>(p, last))
-        }
-        (m, _, _) => panic!("no Winograd tile {m}"),
+    let texture = operands == Operands::Texture;
+    debug_assert!(!map_input || texture, "a map texture input needs texture operands");
+    debug_assert_eq!(r.transformed_texture.is_some(), texture, "V's texture goes with texture operands");
+    let first = vec![r.input, r.transformed.clone()];
+    let input = match (p.tile, map_input) {
+        (2, false) => P::dispatch::<InputF2>(p, first),
+        (2, true) => P::dispatch::<InputF2Map>(p, first),
+        (4, false) => P::dispatch::<InputF4>(p, first),
+        (4, true) => P::dispatch::<InputF4Map>(p, first),
+        (m, _) => panic!("no Winograd tile {m}"),
     };
-    let input = match (map_input, p.tile, input) {
-        (false, _, input) => input,
-        (true, 2, P::Dispatch { operands, .. }) => P::dispatch::<InputF2Map>(p, operands),
-        (true, _, P::Dispatch { operands, .. }) => P::dispatch::<InputF4Map>(p, operands),
-        (true, _, _) => unreachable!("the input transform is a dispatch"),
+    let mut plan = vec![input];
+    let v = match r.transformed_texture {
+        Some(v) => {
+            let (w, h) = transformed_texture_size(p);
+            plan.push(P::CopyToTexture { buffer: r.transformed, texture: v.clone(), origin: [0, 0], extent: [w, h] });
+            v
+        }
+        None => r.transformed,
     };
-    debug_assert!(!map_input || operands == Operands::Texture, "a map texture input needs texture operands");
-    let gemm = match (subgroup, operands) {
+    let gemm = vec![r.weights, v, r.product.clone()];
+    plan.push(match (subgroup, operands) {
         (true, Operands::Storage) => P::dispatch::<GemmSubgroup>(p, gemm),
         (false, Operands::Storage) => P::dispatch::<Gemm>(p, gemm),
         (true, Operands::Texture) => P::dispatch::<GemmSubgroupTex>(p, gemm),
         (false, Operands::Texture) => P::dispatch::<GemmTex>(p, gemm),
-    };
-    vec![input, gemm, output]
+    });
+    let masked = r.mask.is_some();
+    let last: Vec<R> = [r.product, r.bias, r.output].into_iter().chain(r.mask).collect();
+    plan.push(match (p.tile, masked) {
+        (2, false) => P::dispatch::<OutputF2>(p, last),
+        (2, true) => P::dispatch::<OutputF2Masked>(p, last),
+        (4, false) => P::dispatch::<OutputF4>(p, last),
+        (4, true) => P::dispatch::<OutputF4Masked>(p, last),
+        (m, _) => panic!("no Winograd tile {m}"),
+    });
+    plan
 }
 
 /// The tile with fewer products over the map padded to whole tiles (F(2x2) on a tie: it rounds
@@ -991,12 +954,12 @@ pub fn tile_for(p: &Conv3x3Params) -> usize {
 }
 
 /// Whether the texture flavour can run `p` on a device whose 2D textures are at most `max_dim`
-/// texels a side: the widths of V, M and U and the height of U fit (V's and M's heights are split
-/// in bands).
+/// texels a side: the width of V's texture and the sides of U's fit (V's height is split in
+/// bands), and V's rows suit a buffer-to-texture copy (a multiple of 256 bytes).
 pub fn textures_fit(p: &WinogradParams, max_dim: u32) -> bool {
     let (uw, uh) = weights_texture_size(p);
-    let widest = p.tiles_x * p.in_channels.max(p.out_channels) / 4;
-    widest.max(uw).max(uh) <= max_dim && (p.points() as u32) <= max_dim
+    let (vw, _) = transformed_texture_size(p);
+    vw.max(uw).max(uh) <= max_dim && (p.points() as u32) <= max_dim && (16 * vw).is_multiple_of(256)
 }
 
 /// Whether the texture flavour can read `p`'s input from its map texture on a device whose 2D
