@@ -136,16 +136,16 @@ impl Bench<'_> {
         let wp = WinogradParams::new(p, m);
         // One band here: skip what the engine would split into bands.
         let max = self.gpu.limits.max_texture_dimension_2d;
-        let fits = match operands {
-            winograd::Operands::Storage => {
-                let largest = wp.transformed_input_len().max(wp.product_len()).max(wp.transformed_weights_len());
-                4 * largest as u64 <= self.gpu.limits.max_storage_buffer_binding_size
-            }
-            winograd::Operands::Texture => {
-                let height = winograd::transformed_texture_size(&wp).1;
-                winograd::textures_fit(&wp, max) && height <= max
-            }
-        };
+        // V and M are buffers in either flavour; U too with storage operands.
+        let binds = |floats: usize| 4 * floats as u64 <= self.gpu.limits.max_storage_buffer_binding_size;
+        let fits = binds(wp.transformed_input_len().max(wp.product_len()))
+            && match operands {
+                winograd::Operands::Storage => binds(wp.transformed_weights_len()),
+                winograd::Operands::Texture => {
+                    let height = winograd::transformed_texture_size(&wp).1;
+                    winograd::textures_fit(&wp, max) && height <= max
+                }
+            };
         if !fits {
             return Ok(());
         }
