@@ -145,9 +145,10 @@ pub struct RenderArgs {
     #[arg(long, value_delimiter = ',', value_name = "N1,N2,...", help_heading = "Optimisation")]
     pub scale_iterations: Vec<u32>,
     /// The 3x3 conv kernels: auto (Winograd F(4x4, 3x3), or F(2x2) on the smallest maps, for every
-    /// conv with at least 128 input channels, the direct conv for the first block; on an adapter
-    /// without subgroups Winograd wherever it takes the shape), direct (the direct conv
-    /// everywhere), or winograd (wherever its kernels take the shape).
+    /// forward conv with at least 128 input channels and every input gradient from 64, the direct
+    /// conv for the first block's forward; on an adapter without subgroups Winograd wherever it
+    /// takes the shape), direct (the direct conv everywhere), or winograd (wherever its kernels
+    /// take the shape).
     #[arg(long, default_value_t = d().conv.to_string(), value_parser = ["auto", "direct", "winograd"], help_heading = "Optimisation")]
     pub conv: String,
     /// Seed of the noise start (`--init noise`); a render is deterministic for a seed and adapter.

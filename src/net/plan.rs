@@ -64,8 +64,9 @@ pub struct Capabilities {
 /// Which 3x3 conv kernels a plan uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ConvChoice {
-    /// The rule of [`Capabilities::winograd`]: Winograd wherever the shape suits it from 128
-    /// input channels (from any, on an adapter without subgroups), else direct.
+    /// The rule of [`Capabilities::winograd`]: Winograd wherever the shape suits it, for forward
+    /// convs from 128 input channels and input gradients from 64 (from any, on an adapter without
+    /// subgroups), else direct.
     #[default]
     Auto,
     /// The direct conv everywhere: the baseline.
@@ -188,26 +189,29 @@ impl Capabilities {
     /// less). Texture operands where `winograd_textures` allows them and V, M and U fit the
     /// texture limit (their heights are split in bands); else buffers.
     ///
-    /// Auto: from 128 input channels, both directions. Measured on lavapipe (`nst bench`, 512 bits):
-    /// at 64 channels the transforms cost what the products save (512x512x64: 321 ms against the
-    /// direct conv's 304; at 256x256x64 103 against 74-81), from 128 the Winograd conv is 1.3-2.2x
-    /// faster. And on a 64 px render's loss trajectory against the direct conv's over 20
-    /// iterations: 3.1e-4 apart, as far as changing only the Gram kernels' summation order moves it
-    /// (3.0e-4); with the first block's forward convs (64 channels) too, 1.0e-3 to 1.35e-3, and
-    /// F(2x2) there did no better (1.8e-3). A forward conv's rounding reaches discrete choices: in
-    /// flat parts of a picture neighbouring pixels' features are nearly equal, so which one wins a
-    /// 2x2 max pool (and whether a ReLU near 0 opens) is decided in the last bits, and any other
-    /// summation order decides some of them otherwise; the gradient then takes another path. The
-    /// first block's maps are the largest and nearest the image.
+    /// Auto: forward convs from 128 input channels, input gradients (`input_gradient`: a pass
+    /// with flipped, transposed weights) from 64. On a 64 px render's loss trajectory against the
+    /// direct conv's over 20 iterations, the Winograd conv from 128 channels stays 3.1e-4 apart,
+    /// as far as changing only the Gram kernels' summation order moves it (3.0e-4); with the first
+    /// block's forward convs (64 channels) too, 1.0e-3 to 1.35e-3, and F(2x2) there did no better
+    /// (1.8e-3). A forward conv's rounding reaches discrete choices: in flat parts of a picture
+    /// neighbouring pixels' features are nearly equal, so which one wins a 2x2 max pool (and
+    /// whether a ReLU near 0 opens) is decided in the last bits, and any other summation order
+    /// decides some of them otherwise; the gradient then takes another path. The first block's maps
+    /// are the largest and nearest the image. An input gradient decides nothing of the kind. Speed
+    /// (`nst bench`, lavapipe at 256 bits, V and M written to buffers): at 256x256x64 the Winograd
+    /// conv took 77 ms against the direct conv's 80, from 128 channels it is 1.3-2x faster
+    /// (`docs/measurements.md`).
     ///
     /// Where the adapter has no subgroups, auto takes Winograd wherever it suits: the direct conv
     /// there is the portable kernel (0.6 GFLOP/s on lavapipe), and an iteration at 64 px took 0.66 s
     /// so against 1.49 s with the rule above and 6.80 s direct (`NST_NO_SUBGROUPS=1 nst bench`).
-    pub fn winograd(&self, params: &Conv3x3Params) -> Option<(usize, winograd::Operands)> {
+    pub fn winograd(&self, params: &Conv3x3Params, input_gradient: bool) -> Option<(usize, winograd::Operands)> {
+        let from = if input_gradient { 64 } else { 128 };
         let wanted = match self.conv {
             ConvChoice::Direct => false,
             // Without subgroups the direct conv is the portable one, 10-50x slower.
-            ConvChoice::Auto => params.in_channels >= 128 || !self.subgroup_conv,
+            ConvChoice::Auto => params.in_channels >= from || !self.subgroup_conv,
             ConvChoice::Winograd => true,
         };
         if !wanted || !winograd::suits(params) {
@@ -520,7 +524,7 @@ fn conv_pass(
     mask: Option<TensorId>,
 ) -> Vec<Planned<Operand>> {
     let caps = layout.caps;
-    if let Some((m, operands)) = caps.winograd(params) {
+    if let Some((m, operands)) = caps.winograd(params, transposed) {
         // Where a band of the maps cannot hold m rows, F(2x2); where not even 2, the direct conv.
         for m in [m, 2].into_iter().filter(|&t| t <= m) {
             if let Some(rows) = winograd_rows(layout, params, m, operands, [input, output]) {
