@@ -121,7 +121,7 @@ impl Bench<'_> {
 
 impl Bench<'_> {
     /// The Winograd conv F(m x m, 3x3) as the engine runs it: input transform, products, output
-    /// transform, one band, V, M and U in `operands`. Rated in direct-equivalent GFLOP/s (the
+    /// transform, one band, U and V read from `operands`. Rated in direct-equivalent GFLOP/s (the
     /// direct conv's arithmetic over the time); the name gives each stage's time alone and the
     /// products' own rate (the arithmetic really done).
     fn winograd_conv(

@@ -56,7 +56,7 @@ pub struct Capabilities {
     pub conv: ConvChoice,
     /// Whether the Winograd products with subgroup broadcasts were built.
     pub winograd_subgroup: bool,
-    /// The largest 2D texture side, where the Winograd conv keeps V, M and U in textures (every
+    /// The largest 2D texture side, where the Winograd products read U and V from textures (every
     /// adapter builds those kernels; not with `NST_NO_TEXTURES`).
     pub winograd_textures: Option<u32>,
 }
@@ -186,8 +186,8 @@ impl Capabilities {
     /// The Winograd tile and operands of a conv pass with `params`, where it runs as a Winograd
     /// conv: when `conv` allows it, the shape suits the kernels, and the tile is
     /// the one with fewer products over the map padded to whole tiles (F(2x2) on a tie: it rounds
-    /// less). Texture operands where `winograd_textures` allows them and V, M and U fit the
-    /// texture limit (their heights are split in bands); else buffers.
+    /// less). Texture operands where `winograd_textures` allows them, U and V's texture fit the
+    /// texture limit (V's height is split in bands) and V's rows suit a copy; else buffers.
     ///
     /// Auto: forward convs from 128 input channels, input gradients (`input_gradient`: a pass
     /// with flipped, transposed weights) from 64. On a 64 px render's loss trajectory against the
