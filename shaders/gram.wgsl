@@ -19,11 +19,16 @@
 //   2 gram            read_write  forward, scale
 //   3 grad_gram       read        backward
 //   4 grad_features   read_write  backward
-//   5 sym             read_write  symmetrize
+//   5 sym             read_write  symmetrize, symmetrize_tiled
 //
 // symmetrize: sym[i, j] = scale * (grad_gram[i, j] + grad_gram[j, i]), the weights with which the
 //           engine runs the backward as a pointwise conv (conv3x3_subgroup with KSIZE 1):
 //           grad_features[p, :] = sym x F[p, :]. Writes `=`.
+// symmetrize_tiled: the same values in the order of the pointwise conv's weights texture
+//           (conv3x3_subgroup.wgsl.tmpl with KSIZE 1 and CO_TILE 32, read through textures): texel
+//           (k, (co / 32) * channels / 4 + c4) of a texture 32 texels wide holds sym[co, 4 c4 ..
+//           4 c4 + 3] for co = 32 (co / 32) + k, and sym is that texture's texels row by row, which a
+//           buffer-to-texture copy moves into it. channels must be a multiple of 32. Writes `=`.
 // scale:    gram[i, j] = scale * gram[i, j], in place (`*=`): the last step of the forward as the
 //           engine runs it with subgroups, where a pointwise conv over the transposed features
 //           (transpose.wgsl) sums Fᵀ F chunk by chunk of positions.
@@ -117,6 +122,25 @@ fn symmetrize(
     }
     let i = index / c;
     let j = index % c;
+    sym[index] = params.scale * (grad_gram[i * c + j] + grad_gram[j * c + i]);
+}
+
+@compute @workgroup_size(64)
+fn symmetrize_tiled(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let index = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
+    let c = params.channels;
+    if (index >= c * c) {
+        return;
+    }
+    let c4 = c / 4u;
+    let texel = index / 4u;
+    let row = texel / 32u;
+    let i = (row / c4) * 32u + texel % 32u;
+    let j = (row % c4) * 4u + index % 4u;
     sym[index] = params.scale * (grad_gram[i * c + j] + grad_gram[j * c + i]);
 }
 

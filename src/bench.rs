@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::error::Result;
 use crate::gpu::library::{COPY_BUFFER, COPY_TO_TEXTURE};
-use crate::gpu::{bind_planned, submit_commands, Command, Gpu, Kernel, KernelLibrary, Resource, Step};
+use crate::gpu::{bind_planned, submit_commands, Command, Gpu, Kernel, KernelLibrary, Planned, Resource, Step};
 use crate::net::engine::Engine;
 use crate::net::plan::{Capabilities, ConvChoice};
 use crate::net::{LossSpec, Pooling, Tape, Vgg19Weights};
@@ -262,6 +262,32 @@ impl Bench<'_> {
             commands,
         )
     }
+
+    /// The Gram backward as the engine runs it where the textures fit: `gram.symmetrize_tiled`, the
+    /// copies of sym and of the features into their textures, the pointwise conv reading both.
+    fn gram_backward_textured(&mut self, side: usize, c: usize) -> Result<()> {
+        let g = GramParams::new(side, side, c);
+        let conv = Conv3x3Params::new(side, side, c, c);
+        let max = self.gpu.limits.max_texture_dimension_2d;
+        if !fast::texture_kernels_built(self.library) || !fast::pointwise_textures_fit(&conv, max) {
+            return Ok(());
+        }
+        let (grad_gram, sym, zero) = (self.buffer(g.gram_len()), self.buffer(g.gram_len()), self.buffer(c));
+        let (features, grad_features) = (self.buffer(g.features_len()), self.buffer(g.features_len()));
+        let (w, h) = gram::tiled_weights_texture_size(c);
+        let weights = fast::create_texture(self.gpu, "gram sym texture", (w, h));
+        let map = fast::create_texture(self.gpu, "gram features map", fast::input_texture_size(&conv));
+        let (b, t) = (Resource::Buffer, Resource::Texture);
+        let planned = [
+            Planned::dispatch::<gram::SymmetrizeTiled>(&g, vec![b(&grad_gram), b(&sym)]),
+            Planned::CopyToTexture { buffer: b(&sym), texture: t(&weights), origin: [0, 0], extent: [w, h] },
+            fast::planned_map_copy(b(&features), t(&map), conv.height, conv.width, conv.in_channels),
+            Planned::dispatch::<fast::Pointwise32Tex>(&conv, vec![t(&weights), b(&zero), t(&map), b(&grad_features)]),
+        ];
+        let commands = planned.iter().map(|c| bind_planned(self.gpu, self.library, c)).collect::<Result<Vec<_>>>()?;
+        let name = "gram.symmetrize_tiled + copies + conv1x1_subgroup_tex";
+        self.run("gram", name, format!("{side}x{side}x{c}"), Work::Flops(2 * g.flops()), commands)
+    }
 }
 
 /// VGG19's conv shapes (side, channels) at an image of `side` pixels: one per block.
@@ -354,6 +380,7 @@ pub fn kernel_benchmarks(
                 b.gram_forward_pointwise(gs, gc)?;
                 b.gram_forward_subgroup(gs, gc)?;
                 b.gram_backward_pointwise(gs, gc)?;
+                b.gram_backward_textured(gs, gc)?;
             }
         }
 

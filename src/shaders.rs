@@ -82,6 +82,10 @@ fn conv1x1_co32(sg: usize) -> String {
     conv3x3_subgroup::instantiate_sized(sg, 32, Operands::Storage, 1)
 }
 
+fn conv1x1_tex_co32(sg: usize) -> String {
+    conv3x3_subgroup::instantiate_sized(sg, 32, Operands::Texture, 1)
+}
+
 fn gram_subgroup(_sg: usize) -> String {
     crate::ops::gram_subgroup::instantiate()
 }
@@ -132,6 +136,12 @@ pub const GENERATED: &[GeneratedShader] = &[
         subgroups: true,
     },
     GeneratedShader { name: "conv1x1_subgroup_co32", template: CONV_TEMPLATE, generate: conv1x1_co32, subgroups: true },
+    GeneratedShader {
+        name: "conv1x1_subgroup_tex_co32",
+        template: CONV_TEMPLATE,
+        generate: conv1x1_tex_co32,
+        subgroups: true,
+    },
     GeneratedShader {
         name: crate::ops::gram_subgroup::SHADER,
         template: "shaders/gram_subgroup.wgsl.tmpl",

@@ -335,7 +335,71 @@ fn check_gram(h: usize, w: usize, c: usize, seed: u64) {
             let got = floats(&gpu.read_buffers(&[&out]).unwrap()[0]);
             let what = format!("gram.symmetrize + conv1x1_subgroup {h}x{w}x{c} accumulate={accumulate}");
             assert_close(&what, &got, &want, &[h * w, c], DOT_ATOL, DOT_RTOL);
+            // Through textures where the engine takes them: the same arithmetic, bit for bit.
+            let max = gpu.limits.max_texture_dimension_2d;
+            if conv3x3_subgroup::texture_kernels_built(lib) && conv3x3_subgroup::pointwise_textures_fit(&conv, max) {
+                let textured = gram_backward_textured(&p, &conv, &grad_gram, &features, &initial);
+                assert_eq!(textured, got, "{what}: the texture flavour differs from the storage flavour");
+            }
         }
+    }
+}
+
+/// The Gram backward as the engine runs it through textures: `gram.symmetrize_tiled`, copies of
+/// sym into its texture and of the features into their map texture, the pointwise conv.
+fn gram_backward_textured(
+    p: &GramParams,
+    conv: &Conv3x3Params,
+    grad_gram: &[f32],
+    features: &[f32],
+    initial: &[f32],
+) -> Vec<f32> {
+    use nst::gpu::{bind_planned, submit_commands, Planned, Resource};
+    let (gpu, lib) = common::gpu().unwrap();
+    let c = p.channels as usize;
+    let sym = gpu.buffer_zeroed("sym", 4 * p.gram_len() as u64);
+    let (gb, fb) = (gpu.buffer_from("grad gram", bytes(grad_gram)), gpu.buffer_from("features", bytes(features)));
+    let (zero, out) = (gpu.buffer_zeroed("zero bias", 4 * c as u64), gpu.buffer_from("out", bytes(initial)));
+    let (w, h) = gram::tiled_weights_texture_size(c);
+    let weights = conv3x3_subgroup::create_texture(gpu, "sym texture", (w, h));
+    let map = conv3x3_subgroup::create_texture(gpu, "features map", conv3x3_subgroup::input_texture_size(conv));
+    let (b, t) = (Resource::Buffer, Resource::Texture);
+    let planned = [
+        Planned::dispatch::<gram::SymmetrizeTiled>(p, vec![b(&gb), b(&sym)]),
+        Planned::CopyToTexture { buffer: b(&sym), texture: t(&weights), origin: [0, 0], extent: [w, h] },
+        conv3x3_subgroup::planned_map_copy(b(&fb), t(&map), conv.height, conv.width, conv.in_channels),
+        Planned::dispatch::<conv3x3_subgroup::Pointwise32Tex>(conv, vec![t(&weights), b(&zero), t(&map), b(&out)]),
+    ];
+    let commands: Vec<_> = planned.iter().map(|c| bind_planned(gpu, lib, c).unwrap()).collect();
+    submit_commands(gpu, "gram backward through textures", &commands.iter().collect::<Vec<_>>()).unwrap();
+    floats(&gpu.read_buffers(&[&out]).unwrap()[0])
+}
+
+#[test]
+fn the_tiled_symmetrized_gram_gradient_is_the_symmetrized_one_reordered() {
+    // (That the order is the pointwise conv's weights texture's is checked end to end: the Gram
+    // backward through textures equals the storage flavour bit for bit, in `check_gram`.)
+    let Some((gpu, lib)) = common::gpu() else {
+        return;
+    };
+    for (c, seed) in [(32usize, 70u64), (64, 71), (512, 72)] {
+        let p = GramParams::new(3, 5, c);
+        let grad_gram = Rng::new(seed).vec_f32(p.gram_len(), -1.0, 1.0);
+        let mut plain = vec![0.0f32; p.gram_len()];
+        gram::symmetrize(&p, &grad_gram, &mut plain);
+        let mut tiled = vec![0.0f32; p.gram_len()];
+        gram::symmetrize_tiled(&p, &grad_gram, &mut tiled);
+        let sorted = |v: &[f32]| {
+            let mut v = v.to_vec();
+            v.sort_by(f32::total_cmp);
+            v
+        };
+        assert_eq!(sorted(&tiled), sorted(&plain), "c = {c}: not a reordering");
+        assert_ne!(tiled, plain, "c = {c}: the order is the texture's, not row-major");
+        let (w, h) = gram::tiled_weights_texture_size(c);
+        assert_eq!(4 * w as usize * h as usize, p.gram_len());
+        let got = run_once::<gram::SymmetrizeTiled>(gpu, lib, &p, &[bytes(&grad_gram), &zeros(p.gram_len())]).unwrap();
+        assert_eq!(floats(&got[0]), tiled, "c = {c}: gram.symmetrize_tiled against its twin");
     }
 }
 
@@ -481,6 +545,17 @@ fn gram_matches_cpu_at_odd_shapes() {
 
 #[test]
 fn gram_matches_cpu_at_vgg_shapes() {
+    // At these two the Gram backward also runs through textures where the adapter has the
+    // texture kernels (and is compared with the storage flavour bit for bit).
+    if let Some((gpu, lib)) = common::gpu() {
+        if conv3x3_subgroup::texture_kernels_built(lib) {
+            let max = gpu.limits.max_texture_dimension_2d;
+            for (s, c) in [(64, 64), (8, 512)] {
+                let conv = Conv3x3Params::new(s, s, c, c);
+                assert!(conv3x3_subgroup::pointwise_textures_fit(&conv, max), "{s}x{s}x{c}");
+            }
+        }
+    }
     check_gram(64, 64, 64, 64);
     check_gram(8, 8, 512, 65);
     check_gram(256, 256, 3, 66);

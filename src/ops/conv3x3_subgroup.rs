@@ -35,6 +35,7 @@ pub const fn shader_name(co_tile: usize, operands: Operands) -> &'static str {
         (16, Operands::Texture) => "conv3x3_subgroup_tex_co16",
         (4, Operands::Texture) => "conv3x3_subgroup_tex_co4",
         (1, Operands::Storage) => "conv1x1_subgroup_co32",
+        (1, Operands::Texture) => "conv1x1_subgroup_tex_co32",
         _ => panic!("no such conv3x3_subgroup tile"),
     }
 }
@@ -329,7 +330,7 @@ pub fn write_texture(gpu: &crate::gpu::Gpu, texture: &wgpu::Texture, data: &[f32
 
 /// Whether `library` built the texture variants (it does when the adapter has subgroups).
 pub fn texture_kernels_built(library: &crate::gpu::KernelLibrary) -> bool {
-    library.has::<Forward16Tex>() && library.has::<Forward4Tex>()
+    library.has::<Forward16Tex>() && library.has::<Forward4Tex>() && library.has::<Pointwise32Tex>()
 }
 
 /// The texture kernel for `p`'s output-channel tile: 16 where it divides, else 4.
@@ -424,4 +425,38 @@ impl Kernel for Pointwise32 {
         let weights = p.out_channels as usize * p.in_channels as usize;
         [weights, p.bias_len(), p.band_input_len(0), p.band_output_len()].map(|n| n as u64).to_vec()
     }
+}
+
+/// `conv1x1_subgroup_tex_co32.forward`: [`Pointwise32`] reading its input from the map's map texture
+/// ([`map_texture_size`]) and its weights from a texture of `gram::tiled_weights_texture_size`
+/// (`gram.symmetrize_tiled`'s order, moved in by a copy), out_channels a multiple of 32. The
+/// engine runs the Gram backward with it where the textures fit.
+pub struct Pointwise32Tex;
+
+impl Kernel for Pointwise32Tex {
+    type Params = Conv3x3Params;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: shader_name(1, Operands::Texture),
+        entry: "forward",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<Conv3x3Params>(),
+        bindings: TEXTURE_BINDINGS,
+    };
+    fn workgroups(p: &Conv3x3Params) -> u64 {
+        workgroups(p, 32)
+    }
+    fn binding_lens(p: &Conv3x3Params) -> Vec<u64> {
+        Pointwise32::binding_lens(p)
+    }
+}
+
+/// Whether [`Pointwise32Tex`] can run `p` on a device whose 2D textures are at most `max_dim` texels
+/// a side: the map texture and the weights texture fit, and the map's rows suit a copy.
+pub fn pointwise_textures_fit(p: &Conv3x3Params, max_dim: u32) -> bool {
+    let (mw, mh) = map_texture_size(p.height, p.width, p.in_channels);
+    let (ww, wh) = crate::ops::gram::tiled_weights_texture_size(p.in_channels as usize);
+    p.in_channels.is_multiple_of(32)
+        && p.in_channels == p.out_channels
+        && mw.max(mh).max(ww).max(wh) <= max_dim
+        && map_rows_copyable(p.width, p.in_channels)
 }

@@ -154,6 +154,38 @@ impl Kernel for Symmetrize {
     }
 }
 
+/// `gram.symmetrize_tiled`: bindings grad_gram, sym (in the order of the pointwise conv's weights
+/// texture, [`tiled_weights_texture_size`]).
+pub struct SymmetrizeTiled;
+
+impl Kernel for SymmetrizeTiled {
+    type Params = GramParams;
+    const ENTRY: EntryPoint = EntryPoint {
+        shader: "gram",
+        entry: "symmetrize_tiled",
+        workgroup_size: 64,
+        params_bytes: std::mem::size_of::<GramParams>(),
+        bindings: &[read(3, "grad_gram"), read_write(5, "sym")],
+    };
+    fn workgroups(p: &GramParams) -> u64 {
+        groups_for(p.gram_len() as u64, Self::ENTRY.workgroup_size)
+    }
+    fn binding_lens(p: &GramParams) -> Vec<u64> {
+        vec![p.gram_len() as u64; 2]
+    }
+}
+
+/// Output channels per workgroup of the pointwise conv that runs the Gram backward
+/// (`conv3x3_subgroup::Pointwise32` and `Pointwise32Tex`).
+pub const POINTWISE_TILE: usize = 32;
+
+/// Size (width, height) in texels of the weights texture of the Gram backward's pointwise conv
+/// over `channels` channels: texel `(k, (i / 32) * channels / 4 + c4)` holds `sym[i][4c4..4c4+3]`
+/// for `i = 32 (i / 32) + k`.
+pub fn tiled_weights_texture_size(channels: usize) -> (u32, u32) {
+    (POINTWISE_TILE as u32, (channels / POINTWISE_TILE * channels / 4) as u32)
+}
+
 /// `gram.scale`: binding gram, scaled in place.
 pub struct Scale;
 
@@ -187,6 +219,19 @@ pub fn symmetrize<T: Real>(p: &GramParams, grad_gram: &[T], sym: &mut [T]) {
     for i in 0..c {
         for j in 0..c {
             sym[i * c + j] = T::from_f64(p.scale as f64) * (grad_gram[i * c + j] + grad_gram[j * c + i]);
+        }
+    }
+}
+
+/// CPU twin of `gram.symmetrize_tiled`: [`symmetrize`]'s values in the order of the pointwise conv's
+/// weights texture ([`tiled_weights_texture_size`]), texel by texel, row by row.
+pub fn symmetrize_tiled<T: Real>(p: &GramParams, grad_gram: &[T], sym: &mut [T]) {
+    let (c, t) = (p.channels as usize, POINTWISE_TILE);
+    for i in 0..c {
+        for j in 0..c {
+            let row = (i / t) * (c / 4) + j / 4;
+            let o = (row * t + i % t) * 4 + j % 4;
+            sym[o] = T::from_f64(p.scale as f64) * (grad_gram[i * c + j] + grad_gram[j * c + i]);
         }
     }
 }
