@@ -21,7 +21,8 @@ pub const INVOCATIONS: usize = 64;
 /// 256 px shapes, texture operands, the two binaries run alternately twice) measured PX 4 x 16
 /// channels at 21-38 GFLOP/s against 21-27 for PX 2 x 32, with iterations 5-10% shorter; PX 4 x 32
 /// (128 accumulators, which spill) measured 19-29 and PX 8 x 8 25-42 in single runs, with a slower
-/// iteration.
+/// iteration. At 256 bits (an Intel Xeon, 2026-12-06) PX 4 x 16 beat 2 x 16 and 8 x 16 at every
+/// block-1 and block-2 shape (`docs/measurements.md`).
 pub const PX: usize = 4;
 
 /// Output-channel tiles nst instantiates: 16 for VGG's layers, 4 for the gradient into the image.

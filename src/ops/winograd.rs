@@ -576,7 +576,9 @@ pub fn instantiate_transforms(m: usize) -> String {
 /// Tiles per invocation of the products kernel. With [`GEMM_CO_TILE`] 32 that is 64
 /// accumulators. On lavapipe (512 bits, texture operands, `nst bench` at the 256 px shapes) the
 /// products ran at 21-27 GFLOP/s with 4 tiles x 16 channels and 30-60 with 2 x 32; 3 x 32, 4 x 32,
-/// 2 x 64 and 1 x 64 measured no better (within the machine's noise).
+/// 2 x 64 and 1 x 64 measured no better (within the machine's noise). At 256 bits (an Intel Xeon,
+/// 2026-12-06, the products alone at the four 256 px shapes) 2 x 32 stayed the best of 2 x 32,
+/// 4 x 16, 3 x 16, 2 x 16, 1 x 32 and 1 x 16 (`docs/measurements.md`).
 pub const GEMM_PX: usize = 2;
 /// Output channels per invocation of the products kernel: out_channels must be a multiple of it.
 pub const GEMM_CO_TILE: usize = 32;
