@@ -573,13 +573,15 @@ pub fn instantiate_transforms(m: usize) -> String {
         .replace("{{OUTPUT_ENTRIES}}", entries.trim_end())
 }
 
-/// Tiles per invocation of the products kernel. With [`GEMM_CO_TILE`] 32 that is 64
-/// accumulators. On lavapipe (512 bits, texture operands, `nst bench` at the 256 px shapes) the
-/// products ran at 21-27 GFLOP/s with 4 tiles x 16 channels and 30-60 with 2 x 32; 3 x 32, 4 x 32,
-/// 2 x 64 and 1 x 64 measured no better (within the machine's noise). At 256 bits (an Intel Xeon,
-/// 2026-12-06, the products alone at the four 256 px shapes) 2 x 32 stayed the best of 2 x 32,
-/// 4 x 16, 3 x 16, 2 x 16, 1 x 32 and 1 x 16 (`docs/measurements.md`).
-pub const GEMM_PX: usize = 2;
+/// Tiles per invocation of the products kernel. With [`GEMM_CO_TILE`] 32 that is 256
+/// accumulators per invocation (most of them spilled: lavapipe keeps one vector register per
+/// value of a lane). On lavapipe at 512 bits (Zen 4, 2026-12-04) 2 x 32 measured best of 4 x 16,
+/// 3 x 32, 4 x 32, 2 x 64 and 1 x 64. At 256 bits (an Intel Xeon, 2026-12-06, the products
+/// alone at the four 256 px shapes, alternated runs) 8 x 32 and 4 x 64 were 5-15% faster than
+/// 2 x 32 (which beat 4 x 16, 3 x 16, 2 x 16, 1 x 32 and 1 x 16), and the whole 512 px iteration
+/// 3.25-3.28 s against 3.43-3.45; the portable flavour, which loads every weight row in every
+/// invocation, gained most: 34.7 against 61.6 ms at 256x256x64 (`docs/measurements.md`).
+pub const GEMM_PX: usize = 8;
 /// Output channels per invocation of the products kernel: out_channels must be a multiple of it.
 pub const GEMM_CO_TILE: usize = 32;
 /// Invocations per workgroup of every Winograd kernel.
