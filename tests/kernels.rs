@@ -424,8 +424,19 @@ fn check_gram_subgroup(h: usize, w: usize, c: usize, slice_len: Option<usize>, s
     let read = gpu.read_buffers(&[&partials, &out]).unwrap();
     let mut want_partials = vec![0.0; p.partials_len()];
     gram_subgroup::partials(&p, &to_f64(&features), &mut want_partials);
+    // The kernel may skip the mirrored entries (the sum reads their partners): compare the others.
+    let mut got_partials = floats(&read[0]);
+    let mut skippable = 0;
+    for (e, (got, want)) in got_partials.iter_mut().zip(&want_partials).enumerate() {
+        let e = e % (c * c);
+        if gram_subgroup::mirrored(e / c, e % c) {
+            *got = *want as f32;
+            skippable += 1;
+        }
+    }
+    assert!(c < 32 || skippable > 0, "{what}: no entry below the diagonal's blocks");
     let shape = [p.slices as usize, c, c];
-    assert_close(&format!("{what}: partials"), &floats(&read[0]), &want_partials, &shape, DOT_ATOL, DOT_RTOL);
+    assert_close(&format!("{what}: partials"), &got_partials, &want_partials, &shape, DOT_ATOL, DOT_RTOL);
     let mut want = vec![0.0; p.gram_len()];
     gram::forward(&GramParams::new(h, w, c), &to_f64(&features), &mut want);
     assert_close(&format!("{what}: gram"), &floats(&read[1]), &want, &[c, c], DOT_ATOL, DOT_RTOL);

@@ -233,8 +233,15 @@ pub fn forward_commands(
     crate::gpu::bind_all(gpu, library, forward_plan(p, operands))
 }
 
+/// Whether `partials` may skip entry `(i, j)` of the Gram matrix, whose value `sum` takes from its
+/// transposed partner `(j, i)`: the 4 rows of i's texel all lie below the 16 columns of j's block.
+pub fn mirrored(i: usize, j: usize) -> bool {
+    4 * (i / 4) > 16 * (j / 16) + 15
+}
+
 /// CPU twin of `gram_subgroup.partials`: `partials[s][i][j] = sum_{p in slice s} F[p][i] F[p][j]`,
-/// `features` channels-last.
+/// `features` channels-last. It computes every entry; the kernel may leave the [`mirrored`] ones
+/// unwritten.
 pub fn partials<T: Real>(p: &GramSliceParams, features: &[T], partials: &mut [T]) {
     let c = p.channels as usize;
     for s in 0..p.slices as usize {
@@ -252,13 +259,16 @@ pub fn partials<T: Real>(p: &GramSliceParams, features: &[T], partials: &mut [T]
     }
 }
 
-/// CPU twin of `gram_subgroup.sum`: `gram[e] = scale * sum_s partials[s][e]`.
+/// CPU twin of `gram_subgroup.sum`: `gram[i][j] = scale * sum_s partials[s][m(i, j)]`, where m
+/// swaps the indices of a [`mirrored`] entry.
 pub fn sum<T: Real>(p: &GramSliceParams, partials: &[T], gram: &mut [T]) {
-    let n = p.gram_len();
+    let (n, c) = (p.gram_len(), p.channels as usize);
     for (e, g) in gram.iter_mut().enumerate().take(n) {
+        let (i, j) = (e / c, e % c);
+        let src = if mirrored(i, j) { j * c + i } else { e };
         let mut acc = T::zero();
         for s in 0..p.slices as usize {
-            acc += partials[s * n + e];
+            acc += partials[s * n + src];
         }
         *g = T::from_f64(p.scale as f64) * acc;
     }
@@ -299,5 +309,39 @@ mod tests {
         for (a, b) in g.iter().zip(&want) {
             assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn the_sum_never_reads_a_mirrored_entry_and_every_mirrored_entrys_partner_is_not_mirrored() {
+        for c in [16, 48, 64, 272, 512] {
+            let mut count = 0;
+            for i in 0..c {
+                for j in 0..c {
+                    if mirrored(i, j) {
+                        count += 1;
+                        assert!(i > j && !mirrored(j, i), "c = {c}: ({i}, {j})");
+                    }
+                }
+            }
+            // Below the diagonal's 16-column blocks every entry is mirrored: at least the strictly
+            // lower block triangle.
+            let blocks = c / 16;
+            assert!(count >= 256 * blocks * (blocks - 1) / 2, "c = {c}: {count} mirrored");
+        }
+        // Partials garbage where mirrored: the sum does not change.
+        let p = GramSliceParams::new(3, 4, 32).with_slice_len(5);
+        let f: Vec<f64> = (0..p.features_len()).map(|i| ((i * 13) % 7) as f64 - 2.0).collect();
+        let mut parts = vec![0.0; p.partials_len()];
+        partials(&p, &f, &mut parts);
+        let (mut g, mut g_garbage) = (vec![0.0; p.gram_len()], vec![0.0; p.gram_len()]);
+        sum(&p, &parts, &mut g);
+        for (e, v) in parts.iter_mut().enumerate() {
+            let e = e % p.gram_len();
+            if mirrored(e / 32, e % 32) {
+                *v = f64::NAN;
+            }
+        }
+        sum(&p, &parts, &mut g_garbage);
+        assert_eq!(g, g_garbage);
     }
 }
