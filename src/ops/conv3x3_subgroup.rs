@@ -139,21 +139,19 @@ pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: u
             }
         }
     }
+    // Bias and output as vec4s (out_channels and co_base are multiples of 4): on lavapipe a store
+    // or a load from a buffer is a loop over the lanes, one per scalar.
     let mut store = String::new();
     for p in 0..px {
         store += &format!(
-            "    if (live && tx + {p} < w) {{\n        let o = ((u32(ty) - params.output_start) * params.width + u32(tx) + {p}u) * params.out_channels + co_base;\n"
+            "    if (live && tx + {p} < w) {{\n        let o = (((u32(ty) - params.output_start) * params.width + u32(tx) + {p}u) * params.out_channels + co_base) / 4u;\n"
         );
         for c in 0..co_tile / 4 {
             store += &format!(
-                "        {{\n            var v = a{p}_{c} + vec4<f32>(bias[co_base + {b}u], bias[co_base + {b1}u], bias[co_base + {b2}u], bias[co_base + {b3}u]);\n\
+                "        {{\n            var v = a{p}_{c} + bias[co_base / 4u + {c}u];\n\
                  \x20           if (params.relu != 0u) {{ v = max(v, vec4<f32>(0.0)); }}\n\
-                 \x20           if (params.accumulate != 0u) {{ v += vec4<f32>(output[o + {b}u], output[o + {b1}u], output[o + {b2}u], output[o + {b3}u]); }}\n\
-                 \x20           output[o + {b}u] = v.x; output[o + {b1}u] = v.y; output[o + {b2}u] = v.z; output[o + {b3}u] = v.w;\n        }}\n",
-                b = 4 * c,
-                b1 = 4 * c + 1,
-                b2 = 4 * c + 2,
-                b3 = 4 * c + 3
+                 \x20           if (params.accumulate != 0u) {{ v += output[o + {c}u]; }}\n\
+                 \x20           output[o + {c}u] = v;\n        }}\n"
             );
         }
         store += "    }\n";
