@@ -20,8 +20,9 @@
 //   5..8            the same four buffers seen as vec4s, for forward4 and backward4
 //
 // forward4 and backward4 are forward and backward for channels a multiple of 4, one invocation per 4
-// consecutive channels of one element (on lavapipe a vec4 load costs about what a scalar one does).
-// Ties go to the first maximum in each channel, as above.
+// consecutive channels of one output element (forward4) or of one 2x2 window of the input
+// (backward4, which writes the window's elements) (on lavapipe a vec4 load costs about what a
+// scalar one does). Ties go to the first maximum in each channel, as above.
 
 struct Params {
     height: u32,
@@ -154,6 +155,9 @@ fn forward4(
     output4[index] = argmax4(pixel / out_w, pixel % out_w, c4).value;
 }
 
+// One invocation per 2x2 window of the input and 4 channels (rounded up: a window of the dropped
+// last row or column has no maximum): it finds the window's first maxima once and writes the
+// window's 4 (or fewer) elements, each of them by this invocation alone.
 @compute @workgroup_size(64)
 fn backward4(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -162,27 +166,37 @@ fn backward4(
 ) {
     let index = (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
     let c4_n = params.channels / 4u;
-    if (index >= params.height * params.width * c4_n) {
+    let win_w = (params.width + 1u) / 2u;
+    let win_h = (params.height + 1u) / 2u;
+    if (index >= win_h * win_w * c4_n) {
         return;
     }
     let c4 = index % c4_n;
-    let pixel = index / c4_n;
-    let x = pixel % params.width;
-    let y = pixel / params.width;
+    let window = index / c4_n;
+    let ox = window % win_w;
+    let oy = window / win_w;
     let out_w = params.width / 2u;
     let out_h = params.height / 2u;
-    var g = vec4<f32>(0.0);
-    let oy = y / 2u;
-    let ox = x / 2u;
+    // Which of the 4 elements is the first maximum, per channel (none in a dropped row or column).
+    var which = vec4<u32>(4u);
+    var grad = vec4<f32>(0.0);
     if (oy < out_h && ox < out_w) {
-        let first = argmax4(oy, ox, c4).which == vec4<u32>((y % 2u) * 2u + x % 2u);
-        g = select(vec4<f32>(0.0), grad_output4[(oy * out_w + ox) * c4_n + c4], first);
+        which = argmax4(oy, ox, c4).which;
+        grad = grad_output4[(oy * out_w + ox) * c4_n + c4];
     }
-    if (params.accumulate != 0u) {
-        g += grad_input4[index];
+    for (var k = 0u; k < 4u; k++) {
+        let y = 2u * oy + k / 2u;
+        let x = 2u * ox + k % 2u;
+        if (y < params.height && x < params.width) {
+            let e = (y * params.width + x) * c4_n + c4;
+            var g = select(vec4<f32>(0.0), grad, which == vec4<u32>(k));
+            if (params.accumulate != 0u) {
+                g += grad_input4[e];
+            }
+            if (params.mask != 0u) {
+                g = select(vec4<f32>(0.0), g, input4[e] > vec4<f32>(0.0));
+            }
+            grad_input4[e] = g;
+        }
     }
-    if (params.mask != 0u) {
-        g = select(vec4<f32>(0.0), g, at4(y, x, c4) > vec4<f32>(0.0));
-    }
-    grad_input4[index] = g;
 }

@@ -109,8 +109,9 @@ impl Kernel for Forward4 {
     }
 }
 
-/// `maxpool2.backward4`: `maxpool2.backward` four channels per invocation, for channels a multiple
-/// of 4; bindings input (of the forward), grad_output, grad_input. CPU twin: [`backward`].
+/// `maxpool2.backward4`: `maxpool2.backward` for channels a multiple of 4, one invocation per 2x2
+/// window and 4 channels, which writes the window's elements; bindings input (of the forward),
+/// grad_output, grad_input. CPU twin: [`backward`].
 pub struct Backward4;
 
 impl Kernel for Backward4 {
@@ -123,7 +124,9 @@ impl Kernel for Backward4 {
         bindings: &[read(5, "input"), read(7, "grad_output"), read_write(8, "grad_input")],
     };
     fn workgroups(p: &Pool2Params) -> u64 {
-        groups_for(p.input_len() as u64 / 4, Self::ENTRY.workgroup_size)
+        // One invocation per 2x2 window (the last row or column of windows half outside an odd map).
+        let windows = p.height.div_ceil(2) as u64 * p.width.div_ceil(2) as u64;
+        groups_for(windows * p.channels as u64 / 4, Self::ENTRY.workgroup_size)
     }
     fn binding_lens(p: &Pool2Params) -> Vec<u64> {
         Backward::binding_lens(p)
