@@ -114,6 +114,14 @@ fn winograd_gemm_tex(sg: usize) -> String {
     winograd::instantiate_gemm(winograd::GemmFlavour::Portable, Operands::Texture, sg)
 }
 
+fn winograd_gemm_subgroup_narrow(sg: usize) -> String {
+    winograd::instantiate_gemm(winograd::GemmFlavour::SubgroupNarrow, Operands::Storage, sg)
+}
+
+fn winograd_gemm_subgroup_tex_narrow(sg: usize) -> String {
+    winograd::instantiate_gemm(winograd::GemmFlavour::SubgroupNarrow, Operands::Texture, sg)
+}
+
 const CONV_TEMPLATE: &str = "shaders/conv3x3_subgroup.wgsl.tmpl";
 const WINOGRAD_TEMPLATE: &str = "shaders/winograd.wgsl.tmpl";
 const WINOGRAD_GEMM_TEMPLATE: &str = "shaders/winograd_gemm.wgsl.tmpl";
@@ -183,6 +191,18 @@ pub const GENERATED: &[GeneratedShader] = &[
         template: WINOGRAD_GEMM_TEMPLATE,
         generate: winograd_gemm_tex,
         subgroups: false,
+    },
+    GeneratedShader {
+        name: winograd::gemm_shader(winograd::GemmFlavour::SubgroupNarrow, Operands::Storage),
+        template: WINOGRAD_GEMM_TEMPLATE,
+        generate: winograd_gemm_subgroup_narrow,
+        subgroups: true,
+    },
+    GeneratedShader {
+        name: winograd::gemm_shader(winograd::GemmFlavour::SubgroupNarrow, Operands::Texture),
+        template: WINOGRAD_GEMM_TEMPLATE,
+        generate: winograd_gemm_subgroup_tex_narrow,
+        subgroups: true,
     },
 ];
 

@@ -132,6 +132,12 @@ fn run_gpu(
         false => run_once::<winograd::Gemm>(gpu, lib, wp, &gemm_inputs),
     };
     let product = floats(&product.unwrap()[0]);
+    if subgroup {
+        // The narrow kernel (fewer tiles per invocation) does each product's arithmetic in the same
+        // order: the same bits.
+        let narrow = run_once::<winograd::GemmSubgroupNarrow>(gpu, lib, wp, &gemm_inputs).unwrap();
+        assert!(floats(&narrow[0]) == product, "{wp:?}: the narrow products differ from the wide ones");
+    }
     let out_inputs: [&[u8]; 3] = [bytes(&product), bytes(bias), bytes(initial)];
     let out = match wp.tile {
         2 => run_once::<winograd::OutputF2>(gpu, lib, wp, &out_inputs),

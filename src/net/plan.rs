@@ -124,7 +124,10 @@ impl Capabilities {
             offset_alignment: gpu.limits.min_storage_buffer_offset_alignment as u64,
             memory_limit: gpu.memory,
             conv: ConvChoice::Auto,
-            winograd_subgroup: library.has::<winograd::GemmSubgroup>() && library.has::<winograd::GemmSubgroupTex>(),
+            winograd_subgroup: library.has::<winograd::GemmSubgroup>()
+                && library.has::<winograd::GemmSubgroupTex>()
+                && library.has::<winograd::GemmSubgroupNarrow>()
+                && library.has::<winograd::GemmSubgroupTexNarrow>(),
             winograd_textures: (library.has::<winograd::GemmTex>() && !no_textures)
                 .then_some(gpu.limits.max_texture_dimension_2d),
         }

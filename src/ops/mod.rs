@@ -76,6 +76,8 @@ pub const ENTRY_POINTS: &[EntryPoint] = &[
     winograd::GemmSubgroup::ENTRY,
     winograd::Gemm::ENTRY,
     winograd::GemmSubgroupTex::ENTRY,
+    winograd::GemmSubgroupNarrow::ENTRY,
+    winograd::GemmSubgroupTexNarrow::ENTRY,
     winograd::GemmTex::ENTRY,
 ];
 

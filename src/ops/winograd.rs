@@ -582,6 +582,16 @@ pub fn instantiate_transforms(m: usize) -> String {
 /// 3.25-3.28 s against 3.43-3.45; the portable flavour, which loads every weight row in every
 /// invocation, gained most: 34.7 against 61.6 ms at 256x256x64 (`docs/measurements.md`).
 pub const GEMM_PX: usize = 8;
+/// Tiles per invocation of the narrow products kernels (the subgroup flavours), which the plan
+/// takes where a position has fewer than [`GEMM_WIDE_FROM`] tiles: a subgroup costs the same
+/// whether its lanes' tiles exist or not, so on a 16x16 map (16 tiles of F(4x4)) the 8-tile lanes
+/// of a subgroup of 8 hold 16 live tiles of 64. Measured (`nst bench --kernel-sides 64,128`, the
+/// whole conv, lavapipe 256 bits): 16x16x512 9.9 ms with 2 tiles against 20.9 with 8, 8x8x512 8.9
+/// against 19.2.
+pub const GEMM_PX_NARROW: usize = 2;
+/// Tiles per position from which the plan takes the wide products kernel: a subgroup of 8 lanes
+/// full of 8-tile lanes.
+pub const GEMM_WIDE_FROM: usize = 64;
 /// Output channels per invocation of the products kernel: out_channels must be a multiple of it.
 pub const GEMM_CO_TILE: usize = 32;
 /// Invocations per workgroup of every Winograd kernel.
@@ -592,15 +602,27 @@ pub const INVOCATIONS: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmFlavour {
     Subgroup,
+    /// The subgroup kernel with [`GEMM_PX_NARROW`] tiles per invocation, for small maps.
+    SubgroupNarrow,
     Portable,
+}
+
+/// Tiles per invocation of a products kernel.
+pub const fn gemm_px(flavour: GemmFlavour) -> usize {
+    match flavour {
+        GemmFlavour::SubgroupNarrow => GEMM_PX_NARROW,
+        GemmFlavour::Subgroup | GemmFlavour::Portable => GEMM_PX,
+    }
 }
 
 /// The shader name of the products kernel.
 pub const fn gemm_shader(flavour: GemmFlavour, operands: Operands) -> &'static str {
     match (flavour, operands) {
         (GemmFlavour::Subgroup, Operands::Storage) => "winograd_gemm_subgroup",
+        (GemmFlavour::SubgroupNarrow, Operands::Storage) => "winograd_gemm_subgroup_narrow",
         (GemmFlavour::Portable, Operands::Storage) => "winograd_gemm",
         (GemmFlavour::Subgroup, Operands::Texture) => "winograd_gemm_subgroup_tex",
+        (GemmFlavour::SubgroupNarrow, Operands::Texture) => "winograd_gemm_subgroup_tex_narrow",
         (GemmFlavour::Portable, Operands::Texture) => "winograd_gemm_tex",
     }
 }
@@ -610,7 +632,8 @@ const COMPONENTS: [&str; 4] = ["x", "y", "z", "w"];
 /// The WGSL of the products kernel with U, V and M in `operands`; `sg` is the adapter's smallest
 /// subgroup size (ignored by the portable flavour).
 pub fn instantiate_gemm(flavour: GemmFlavour, operands: Operands, sg: usize) -> String {
-    let (px, co_tile) = (GEMM_PX, GEMM_CO_TILE);
+    let (px, co_tile) = (gemm_px(flavour), GEMM_CO_TILE);
+    let subgroup = flavour != GemmFlavour::Portable;
     let rows = co_tile.div_ceil(sg.max(1));
     let tex = operands == Operands::Texture;
     let mut decl = String::new();
@@ -638,15 +661,15 @@ pub fn instantiate_gemm(flavour: GemmFlavour, operands: Operands, sg: usize) -> 
         false => format!("weights[ubase + ({k}) * cin4 + c4]"),
         true => format!("textureLoad(weights, vec2<i32>(i32(co_base + {k}), i32(t * cin4 + c4)))"),
     };
-    if flavour == GemmFlavour::Subgroup {
+    if subgroup {
         for r in 0..rows {
             inner += &format!("        let w{r} = {};\n", weight(&format!("min({r}u * SG + row_lane, CO_TILE - 1u)")));
         }
     }
     for co in 0..co_tile {
-        inner += &match flavour {
-            GemmFlavour::Subgroup => format!("        let b{co} = subgroupBroadcast(w{}, {}u);\n", co / sg, co % sg),
-            GemmFlavour::Portable => format!("        let b{co} = {};\n", weight(&format!("{co}u"))),
+        inner += &match subgroup {
+            true => format!("        let b{co} = subgroupBroadcast(w{}, {}u);\n", co / sg, co % sg),
+            false => format!("        let b{co} = {};\n", weight(&format!("{co}u"))),
         };
         for p in 0..px {
             let (a, x, b) = (format!("a{p}_{}.{}", co / 4, COMPONENTS[co % 4]), format!("x{p}"), format!("b{co}"));
@@ -665,14 +688,14 @@ pub fn instantiate_gemm(flavour: GemmFlavour, operands: Operands, sg: usize) -> 
         }
         out += "    }\n";
     }
-    let (lane_arg, lane_decl, leave) = match flavour {
-        GemmFlavour::Subgroup => (
+    let (lane_arg, lane_decl, leave) = match subgroup {
+        true => (
             ",\n    @builtin(subgroup_invocation_id) lane: u32",
             "    let row_lane = lane % SG;",
             // A subgroup with no live lane leaves as a whole (every lane of the others runs every broadcast).
             "    if (subgroupAll(!live)) {\n        return;\n    }",
         ),
-        GemmFlavour::Portable => ("", "", "    if (!live) {\n        return;\n    }"),
+        false => ("", "", "    if (!live) {\n        return;\n    }"),
     };
     let bindings = match tex {
         false => {
@@ -829,8 +852,8 @@ macro_rules! transform_kernels {
 transform_kernels!(InputF2, InputF2Map, OutputF2, OutputF2Masked, 2);
 transform_kernels!(InputF4, InputF4Map, OutputF4, OutputF4Masked, 4);
 
-fn gemm_workgroups(p: &WinogradParams) -> u64 {
-    let blocks = p.tiles().div_ceil(GEMM_PX * INVOCATIONS);
+fn gemm_workgroups(p: &WinogradParams, px: usize) -> u64 {
+    let blocks = p.tiles().div_ceil(px * INVOCATIONS);
     (p.points() * blocks * (p.out_channels as usize / GEMM_CO_TILE)) as u64
 }
 
@@ -853,7 +876,7 @@ macro_rules! gemm_kernel {
                 bindings: &[$read(1, "weights"), $read(2, "transformed"), read_write(3, "product")],
             };
             fn workgroups(p: &WinogradParams) -> u64 {
-                gemm_workgroups(p)
+                gemm_workgroups(p, gemm_px($flavour))
             }
             fn binding_lens(p: &WinogradParams) -> Vec<u64> {
                 gemm_lens(p)
@@ -866,6 +889,20 @@ gemm_kernel!(GemmSubgroup, "winograd_gemm_subgroup", GemmFlavour::Subgroup, Oper
 gemm_kernel!(Gemm, "winograd_gemm", GemmFlavour::Portable, Operands::Storage, read);
 gemm_kernel!(GemmSubgroupTex, "winograd_gemm_subgroup_tex", GemmFlavour::Subgroup, Operands::Texture, texture);
 gemm_kernel!(GemmTex, "winograd_gemm_tex", GemmFlavour::Portable, Operands::Texture, texture);
+gemm_kernel!(
+    GemmSubgroupNarrow,
+    "winograd_gemm_subgroup_narrow",
+    GemmFlavour::SubgroupNarrow,
+    Operands::Storage,
+    read
+);
+gemm_kernel!(
+    GemmSubgroupTexNarrow,
+    "winograd_gemm_subgroup_tex_narrow",
+    GemmFlavour::SubgroupNarrow,
+    Operands::Texture,
+    texture
+);
 
 /// The resources of one band's Winograd conv.
 #[derive(Clone, Debug)]
@@ -925,11 +962,15 @@ pub fn plan<R: Clone>(
         None => r.transformed,
     };
     let gemm = vec![r.weights, v, r.product.clone()];
-    plan.push(match (subgroup, operands) {
-        (true, Operands::Storage) => P::dispatch::<GemmSubgroup>(p, gemm),
-        (false, Operands::Storage) => P::dispatch::<Gemm>(p, gemm),
-        (true, Operands::Texture) => P::dispatch::<GemmSubgroupTex>(p, gemm),
-        (false, Operands::Texture) => P::dispatch::<GemmTex>(p, gemm),
+    // Few tiles per position: the narrow subgroup kernel keeps a subgroup's lanes busy.
+    let narrow = p.tiles() < GEMM_WIDE_FROM;
+    plan.push(match (subgroup, narrow, operands) {
+        (true, false, Operands::Storage) => P::dispatch::<GemmSubgroup>(p, gemm),
+        (true, true, Operands::Storage) => P::dispatch::<GemmSubgroupNarrow>(p, gemm),
+        (false, _, Operands::Storage) => P::dispatch::<Gemm>(p, gemm),
+        (true, false, Operands::Texture) => P::dispatch::<GemmSubgroupTex>(p, gemm),
+        (true, true, Operands::Texture) => P::dispatch::<GemmSubgroupTexNarrow>(p, gemm),
+        (false, _, Operands::Texture) => P::dispatch::<GemmTex>(p, gemm),
     });
     let masked = r.mask.is_some();
     let last: Vec<R> = [r.product, r.bias, r.output].into_iter().chain(r.mask).collect();
