@@ -109,6 +109,12 @@ fn backward(
     grad_features[index] = g;
 }
 
+// Entry (i, j) of sym = scale * (grad_gram + grad_gramᵀ), which both symmetrize entries write.
+fn symmetrized(i: u32, j: u32) -> f32 {
+    let c = params.channels;
+    return params.scale * (grad_gram[i * c + j] + grad_gram[j * c + i]);
+}
+
 @compute @workgroup_size(64)
 fn symmetrize(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -120,9 +126,7 @@ fn symmetrize(
     if (index >= c * c) {
         return;
     }
-    let i = index / c;
-    let j = index % c;
-    sym[index] = params.scale * (grad_gram[i * c + j] + grad_gram[j * c + i]);
+    sym[index] = symmetrized(index / c, index % c);
 }
 
 @compute @workgroup_size(64)
@@ -141,7 +145,7 @@ fn symmetrize_tiled(
     let row = texel / 32u;
     let i = (row / c4) * 32u + texel % 32u;
     let j = (row % c4) * 4u + index % 4u;
-    sym[index] = params.scale * (grad_gram[i * c + j] + grad_gram[j * c + i]);
+    sym[index] = symmetrized(i, j);
 }
 
 @compute @workgroup_size(64)

@@ -168,10 +168,10 @@ impl Kernel for SymmetrizeTiled {
         bindings: &[read(3, "grad_gram"), read_write(5, "sym")],
     };
     fn workgroups(p: &GramParams) -> u64 {
-        groups_for(p.gram_len() as u64, Self::ENTRY.workgroup_size)
+        Symmetrize::workgroups(p)
     }
     fn binding_lens(p: &GramParams) -> Vec<u64> {
-        vec![p.gram_len() as u64; 2]
+        Symmetrize::binding_lens(p)
     }
 }
 

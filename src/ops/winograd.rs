@@ -889,13 +889,7 @@ gemm_kernel!(GemmSubgroup, "winograd_gemm_subgroup", GemmFlavour::Subgroup, Oper
 gemm_kernel!(Gemm, "winograd_gemm", GemmFlavour::Portable, Operands::Storage, read);
 gemm_kernel!(GemmSubgroupTex, "winograd_gemm_subgroup_tex", GemmFlavour::Subgroup, Operands::Texture, texture);
 gemm_kernel!(GemmTex, "winograd_gemm_tex", GemmFlavour::Portable, Operands::Texture, texture);
-gemm_kernel!(
-    GemmSubgroupNarrow,
-    "winograd_gemm_subgroup_narrow",
-    GemmFlavour::SubgroupNarrow,
-    Operands::Storage,
-    read
-);
+gemm_kernel!(GemmSubgroupNarrow, "winograd_gemm_subgroup_narrow", GemmFlavour::SubgroupNarrow, Operands::Storage, read);
 gemm_kernel!(
     GemmSubgroupTexNarrow,
     "winograd_gemm_subgroup_tex_narrow",
