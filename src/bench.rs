@@ -304,6 +304,15 @@ pub fn kernel_benchmarks(
     image_sides: &[usize],
     reps: usize,
 ) -> Result<Vec<KernelResult>> {
+    // The smallest shapes are an eighth of the side (the fourth block's maps, the Gram at 512
+    // channels).
+    if let Some(&side) = image_sides.iter().find(|&&side| side < 8) {
+        return Err(crate::Error::ImageSize {
+            height: side,
+            width: side,
+            message: "the kernel benchmarks run at shapes down to 1/8 of the side; use 8 or more".into(),
+        });
+    }
     let mut b = Bench { gpu, library, reps, results: Vec::new() };
     let subgroups = library.has::<fast::Forward16>();
     let textures = Capabilities::of(gpu, library).texture_conv;

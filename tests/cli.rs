@@ -62,6 +62,21 @@ fn info_reports_the_memory_a_size_needs_and_refuses_a_bad_size() {
 }
 
 #[test]
+fn bench_refuses_kernel_sides_too_small_for_the_deepest_shapes_and_says_what_to_use() {
+    for side in ["0", "4"] {
+        let (ok, _, stderr) = nst(&["bench", "--kernel-sides", side, "--sides", "64", "--reps", "1"]);
+        assert!(!ok, "--kernel-sides {side} ran");
+        assert!(
+            stderr.contains(&format!(
+                "image of {side}x{side} pixels: the kernel benchmarks run at shapes down to 1/8 of the side; use 8 or more"
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
 fn a_corrupt_weights_file_is_refused_with_its_path() {
     let path = std::env::temp_dir().join(format!("nst-cli-corrupt-{}.safetensors", std::process::id()));
     std::fs::write(&path, b"definitely not weights").unwrap();
