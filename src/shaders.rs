@@ -86,8 +86,8 @@ fn conv1x1_tex_co32(sg: usize) -> String {
     conv3x3_subgroup::instantiate_sized(sg, 32, Operands::Texture, 1)
 }
 
-fn gram_subgroup(_sg: usize) -> String {
-    crate::ops::gram_subgroup::instantiate()
+fn gram_subgroup(sg: usize) -> String {
+    crate::ops::gram_subgroup::instantiate(sg)
 }
 
 fn winograd_f2(_sg: usize) -> String {

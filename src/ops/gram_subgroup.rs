@@ -33,7 +33,7 @@ pub struct GramSliceParams {
     pub width: u32,
     /// height x width.
     pub positions: u32,
-    /// A multiple of 16.
+    /// A multiple of [`COLS`].
     pub channels: u32,
     /// Positions per slice; the last slice may be shorter.
     pub slice_len: u32,
@@ -50,7 +50,8 @@ impl GramSliceParams {
     /// [`MAX_SLICE_LEN`]).
     pub fn new(height: usize, width: usize, channels: usize) -> Self {
         let positions = height * width;
-        let blocks = Self::blocks(channels);
+        // (At least one block: a map whose channels do not suit the kernel still gets params.)
+        let blocks = Self::blocks(channels).max(1);
         let wanted = TARGET_WORKGROUPS.div_ceil(blocks).min(positions.div_ceil(256)).max(1);
         let slices = wanted.max(positions.div_ceil(MAX_SLICE_LEN));
         let slice_len = positions.div_ceil(slices);
@@ -75,18 +76,19 @@ impl GramSliceParams {
         self
     }
 
-    /// Workgroups per slice: 16-column blocks times 256-row blocks.
+    /// Workgroups per slice: [`COLS`]-column blocks times blocks of 4 [`ROW_TEXELS`]
+    /// [`INVOCATIONS`] rows.
     fn blocks(channels: usize) -> usize {
-        (channels / 16) * (channels / 4).div_ceil(INVOCATIONS)
+        (channels / COLS) * (channels / 4).div_ceil(INVOCATIONS * ROW_TEXELS)
     }
 
-    /// Whether the kernel takes this map: channels a multiple of 16.
+    /// Whether the kernel takes this map: channels a multiple of [`COLS`] (so of 4 [`ROW_TEXELS`]).
     pub fn suits(channels: usize) -> bool {
-        channels > 0 && channels.is_multiple_of(16)
+        channels > 0 && channels.is_multiple_of(COLS) && channels.is_multiple_of(4 * ROW_TEXELS)
     }
 
     /// Whether the kernel takes this map on a device whose 2D textures are at most `max_dim` texels
-    /// wide: channels a multiple of 16, the map texture fits, its rows suit a buffer-to-texture copy.
+    /// wide: channels a multiple of [`COLS`], the map texture fits, its rows suit a buffer-to-texture copy.
     pub fn fits(&self, max_dim: u32) -> bool {
         let (w, h) = self.texture_size();
         Self::suits(self.channels as usize)
@@ -117,27 +119,53 @@ impl GramSliceParams {
 
 const COMPONENTS: [&str; 4] = ["x", "y", "z", "w"];
 
-/// The WGSL of both entry points: 4 rows x 16 columns of accumulators per invocation.
-pub fn instantiate() -> String {
+/// Texels (4 rows each) per invocation of `partials`.
+pub const ROW_TEXELS: usize = 1;
+/// Columns per workgroup of `partials`: channels must be a multiple of it. At 512 px (Intel Xeon
+/// model 167, lavapipe 256 bits, the five style layers' partials and sums) 1 x 32 took 158-162 ms,
+/// 1 x 16 (the tile before) 217, 2 x 32 169, 1 x 64 178, 2 x 64 177, 4 x 32 219 (rows x columns
+/// per invocation: 4 ROW_TEXELS x COLS).
+pub const COLS: usize = 32;
+
+/// The WGSL of both entry points: 4 [`ROW_TEXELS`] rows x [`COLS`] columns of accumulators per
+/// invocation; `sg` is the adapter's smallest subgroup size.
+pub fn instantiate(sg: usize) -> String {
+    let sg = sg.max(1);
+    let col_texels = COLS / 4;
+    let loads = col_texels.div_ceil(sg);
     let mut decl = String::new();
     let mut inner = String::new();
     let mut store = String::new();
-    for k in 0..4 {
-        inner += &format!("        let b{k} = subgroupBroadcast(vj, {k}u);\n");
+    for r in 0..ROW_TEXELS {
+        inner += &format!("        let vi{r} = textureLoad(features, vec2<i32>(i32(base + ti + {r}u), i32(y)));\n");
     }
-    for (r, row) in COMPONENTS.iter().enumerate() {
-        for k in 0..4 {
-            decl += &format!("    var a{r}_{k} = vec4<f32>(0.0);\n");
-            inner += &format!("        a{r}_{k} = a{r}_{k} + vi.{row} * b{k};\n");
-            store += &format!(
-                "        {{\n            let o = (s * c + 4u * ti + {r}u) * c + 16u * jb + {col}u;\n\
-                 \x20           partials_out[o] = a{r}_{k}.x;\n            partials_out[o + 1u] = a{r}_{k}.y;\n\
-                 \x20           partials_out[o + 2u] = a{r}_{k}.z;\n            partials_out[o + 3u] = a{r}_{k}.w;\n        }}\n",
-                col = 4 * k
-            );
+    for l in 0..loads {
+        inner += &format!(
+            "        let vj{l} = textureLoad(features, vec2<i32>(i32(base + jb * {col_texels}u + min({l}u * SG + lane_texel, {}u)), i32(y)));\n",
+            col_texels - 1
+        );
+    }
+    for k in 0..col_texels {
+        inner += &format!("        let b{k} = subgroupBroadcast(vj{}, {}u);\n", k / sg, k % sg);
+    }
+    for r in 0..ROW_TEXELS {
+        for (q, row) in COMPONENTS.iter().enumerate() {
+            for k in 0..col_texels {
+                decl += &format!("    var a{r}_{q}_{k} = vec4<f32>(0.0);\n");
+                inner += &format!("        a{r}_{q}_{k} = a{r}_{q}_{k} + vi{r}.{row} * b{k};\n");
+                store += &format!(
+                    "        {{\n            let o = (s * c + 4u * (ti + {r}u) + {q}u) * c + COLS * jb + {col}u;\n\
+                     \x20           partials_out[o] = a{r}_{q}_{k}.x;\n            partials_out[o + 1u] = a{r}_{q}_{k}.y;\n\
+                     \x20           partials_out[o + 2u] = a{r}_{q}_{k}.z;\n            partials_out[o + 3u] = a{r}_{q}_{k}.w;\n        }}\n",
+                    col = 4 * k
+                );
+            }
         }
     }
     TEMPLATE
+        .replace("{{SG}}", &sg.to_string())
+        .replace("{{ROW_TEXELS}}", &ROW_TEXELS.to_string())
+        .replace("{{COLS}}", &COLS.to_string())
         .replace("{{ACC_DECL}}", decl.trim_end())
         .replace("{{INNER}}", inner.trim_end())
         .replace("{{STORE}}", store.trim_end())
@@ -234,9 +262,11 @@ pub fn forward_commands(
 }
 
 /// Whether `partials` may skip entry `(i, j)` of the Gram matrix, whose value `sum` takes from its
-/// transposed partner `(j, i)`: the 4 rows of i's texel all lie below the 16 columns of j's block.
+/// transposed partner `(j, i)`: the rows of i's invocation (4 [`ROW_TEXELS`] of them) all lie below
+/// the [`COLS`] columns of j's block.
 pub fn mirrored(i: usize, j: usize) -> bool {
-    4 * (i / 4) > 16 * (j / 16) + 15
+    let rows = 4 * ROW_TEXELS;
+    rows * (i / rows) > COLS * (j / COLS) + COLS - 1
 }
 
 /// CPU twin of `gram_subgroup.partials`: `partials[s][i][j] = sum_{p in slice s} F[p][i] F[p][j]`,
@@ -280,9 +310,17 @@ mod tests {
 
     #[test]
     fn slices_fill_the_target_and_cover_every_position_once() {
-        for (h, w, c) in
-            [(256, 256, 64), (128, 128, 128), (64, 64, 256), (32, 32, 512), (1, 1, 16), (7, 5, 64), (1024, 1024, 64)]
-        {
+        // (9 x 7 x 20 does not suit the kernel: its params must still exist, for `fits` to say so.)
+        for (h, w, c) in [
+            (256, 256, 64),
+            (128, 128, 128),
+            (64, 64, 256),
+            (32, 32, 512),
+            (1, 1, 32),
+            (7, 5, 64),
+            (1024, 1024, 64),
+            (9, 7, 20),
+        ] {
             let p = GramSliceParams::new(h, w, c);
             let (len, slices) = (p.slice_len as usize, p.slices as usize);
             assert!(len <= MAX_SLICE_LEN, "{h}x{w}x{c}: slice of {len}");
@@ -297,7 +335,7 @@ mod tests {
 
     #[test]
     fn the_sum_of_the_partials_is_the_gram_matrix() {
-        let p = GramSliceParams::new(7, 5, 16).with_slice_len(8);
+        let p = GramSliceParams::new(7, 5, 32).with_slice_len(8);
         assert_eq!(p.slices, 5);
         let f: Vec<f64> = (0..p.features_len()).map(|i| ((i * 37) % 11) as f64 - 5.0).collect();
         let mut parts = vec![0.0; p.partials_len()];
@@ -305,7 +343,7 @@ mod tests {
         let mut g = vec![0.0; p.gram_len()];
         sum(&p, &parts, &mut g);
         let mut want = vec![0.0; p.gram_len()];
-        super::super::gram::forward(&super::super::gram::GramParams::new(7, 5, 16), &f, &mut want);
+        super::super::gram::forward(&super::super::gram::GramParams::new(7, 5, 32), &f, &mut want);
         for (a, b) in g.iter().zip(&want) {
             assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
         }
@@ -313,7 +351,7 @@ mod tests {
 
     #[test]
     fn the_sum_never_reads_a_mirrored_entry_and_every_mirrored_entrys_partner_is_not_mirrored() {
-        for c in [16, 48, 64, 272, 512] {
+        for c in [32, 96, 64, 288, 512] {
             let mut count = 0;
             for i in 0..c {
                 for j in 0..c {
@@ -323,10 +361,10 @@ mod tests {
                     }
                 }
             }
-            // Below the diagonal's 16-column blocks every entry is mirrored: at least the strictly
+            // Below the diagonal's column blocks every entry is mirrored: at least the strictly
             // lower block triangle.
-            let blocks = c / 16;
-            assert!(count >= 256 * blocks * (blocks - 1) / 2, "c = {c}: {count} mirrored");
+            let blocks = c / COLS;
+            assert!(count >= COLS * COLS * blocks * (blocks - 1) / 2, "c = {c}: {count} mirrored");
         }
         // Partials garbage where mirrored: the sum does not change.
         let p = GramSliceParams::new(3, 4, 32).with_slice_len(5);
