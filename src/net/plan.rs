@@ -171,7 +171,7 @@ impl Capabilities {
     }
 
     /// The slicing of the fast Gram forward for a feature map of `(height, width, channels)`, where
-    /// this device runs it for that map: channels a multiple of 16, a texture that fits the adapter
+    /// this device runs it for that map: channels a multiple of 32, a texture that fits the adapter
     /// and rows a buffer-to-texture copy can write. The features' texture has the layout (and the
     /// size) of a conv input texture of that map, and is shared with it.
     pub fn gram_slices(&self, (height, width, channels): (usize, usize, usize)) -> Option<GramSliceParams> {

@@ -122,9 +122,9 @@ const COMPONENTS: [&str; 4] = ["x", "y", "z", "w"];
 /// Texels (4 rows each) per invocation of `partials`.
 pub const ROW_TEXELS: usize = 1;
 /// Columns per workgroup of `partials`: channels must be a multiple of it. At 512 px (Intel Xeon
-/// model 167, lavapipe 256 bits, the five style layers' partials and sums) 1 x 32 took 158-162 ms,
-/// 1 x 16 (the tile before) 217, 2 x 32 169, 1 x 64 178, 2 x 64 177, 4 x 32 219 (rows x columns
-/// per invocation: 4 ROW_TEXELS x COLS).
+/// model 167, lavapipe 256 bits, the five style layers' partials and sums) 4 x 32 (rows x columns
+/// per invocation) took 158-162 ms, 4 x 16 (the tile before) 217, 8 x 32 169, 4 x 64 178, 8 x 64
+/// 177, 16 x 32 219.
 pub const COLS: usize = 32;
 
 /// The WGSL of both entry points: 4 [`ROW_TEXELS`] rows x [`COLS`] columns of accumulators per
