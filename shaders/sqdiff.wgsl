@@ -2,8 +2,9 @@
 // loss (Gram matrices), and its gradient with respect to `a`.
 //
 // loss = scale * sum_i (a[i] - b[i])^2. With scale = weight / len this is a weighted mean squared error.
-// forward:  one workgroup of 256 invocations per block of 1024 elements: each invocation adds 4
-//           elements, then a tree reduction in workgroup memory. partials[block] = scale * block sum.
+// forward:  one workgroup of 32 invocations per block of 1024 elements: each invocation adds 32
+//           elements (strided by 32), then a tree reduction in workgroup memory (few invocations:
+//           on lavapipe each barrier switches between the workgroup's SIMD groups). partials[block] = scale * block sum.
 //           Writes `=`. reduce.wgsl then adds the partials with another tree: no long serial loop.
 // backward: grad_a[i] = 2 * scale * (a[i] - b[i]) (the loss's own gradient is taken as 1; the caller
 //           folds loss weights into scale). Writes `=`, or `+=` when params.accumulate != 0.
@@ -27,13 +28,13 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(4) var<storage, read_write> grad_a: array<f32>;
 
-const REDUCE_WORKGROUP: u32 = 256u;
-const PER_INVOCATION: u32 = 4u;
+const REDUCE_WORKGROUP: u32 = 32u;
+const PER_INVOCATION: u32 = 32u;
 const WORKGROUP: u32 = 64u;
 
-var<workgroup> scratch: array<f32, 256>;
+var<workgroup> scratch: array<f32, 32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(REDUCE_WORKGROUP)
 fn forward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,

@@ -2,8 +2,9 @@
 //
 // loss = scale * sum_{y, x, c} ( |v[y, x + 1, c] - v[y, x, c]|   (where x + 1 < width)
 //                              + |v[y + 1, x, c] - v[y, x, c]| ) (where y + 1 < height)
-// forward:  element (y, x, c) contributes its right and lower differences; one workgroup of 256
-//           invocations per block of 1024 elements, tree-reduced in workgroup memory.
+// forward:  element (y, x, c) contributes its right and lower differences; one workgroup of 32
+//           invocations (32 elements each) per block of 1024 elements, tree-reduced in workgroup
+//           memory.
 //           partials[block] = scale * block sum. Writes `=`; reduce.wgsl adds the partials.
 // backward: grad[y, x, c] = scale * ( sign(v[y,x] - v[y,x-1]) - sign(v[y,x+1] - v[y,x])
 //                                   + sign(v[y,x] - v[y-1,x]) - sign(v[y+1,x] - v[y,x]) ),
@@ -29,11 +30,11 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grad: array<f32>;
 
-const REDUCE_WORKGROUP: u32 = 256u;
-const PER_INVOCATION: u32 = 4u;
+const REDUCE_WORKGROUP: u32 = 32u;
+const PER_INVOCATION: u32 = 32u;
 const WORKGROUP: u32 = 64u;
 
-var<workgroup> scratch: array<f32, 256>;
+var<workgroup> scratch: array<f32, 32>;
 
 fn variation(i: u32) -> f32 {
     let c_n = params.channels;
@@ -51,7 +52,7 @@ fn variation(i: u32) -> f32 {
     return s;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(REDUCE_WORKGROUP)
 fn forward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,

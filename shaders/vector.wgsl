@@ -6,8 +6,8 @@
 // (dot products summed by reduce.wgsl). Slot 0 of the scalar buffer holds 0 and slot 1 holds 1, so
 // `num = 1, sub = 0, den = 1, floor = 0` makes coef = factor.
 //
-// dot_partials: partials[block] = sum of a[i] * b[i] over block `block` of 1024 elements (256
-//               invocations x 4 elements, then a tree in workgroup memory: a fixed order, so the
+// dot_partials: partials[block] = sum of a[i] * b[i] over block `block` of 1024 elements (32
+//               invocations x 32 elements, then a tree in workgroup memory: a fixed order, so the
 //               sum is the same on every run). Writes `=`; reduce.wgsl then adds the partials into
 //               one scalar slot.
 // axpby:        y[i] = y_scale * y[i] + coef * x[i]; with y_scale = 0, y is not read (y = coef * x).
@@ -46,11 +46,11 @@ struct Params {
 @group(0) @binding(5) var<storage, read> x: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
-const REDUCE_WORKGROUP: u32 = 256u;
-const PER_INVOCATION: u32 = 4u;
+const REDUCE_WORKGROUP: u32 = 32u;
+const PER_INVOCATION: u32 = 32u;
 const WORKGROUP: u32 = 64u;
 
-var<workgroup> scratch: array<f32, 256>;
+var<workgroup> scratch: array<f32, 32>;
 
 fn coefficient() -> f32 {
     let ratio = (scalars[params.num] - scalars[params.sub]) / max(scalars[params.den], params.floor);
@@ -61,7 +61,7 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * WORKGROUP + lid;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(REDUCE_WORKGROUP)
 fn dot_partials(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,

@@ -48,7 +48,7 @@ impl Kernel for Forward {
     const ENTRY: EntryPoint = EntryPoint {
         shader: "sqdiff",
         entry: "forward",
-        workgroup_size: 256,
+        workgroup_size: super::REDUCE_WORKGROUP,
         params_bytes: std::mem::size_of::<SqDiffParams>(),
         bindings: &[read(1, "a"), read(2, "b"), read_write(3, "partials")],
     };

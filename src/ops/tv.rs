@@ -45,7 +45,7 @@ impl Kernel for Forward {
     const ENTRY: EntryPoint = EntryPoint {
         shader: "tv",
         entry: "forward",
-        workgroup_size: 256,
+        workgroup_size: super::REDUCE_WORKGROUP,
         params_bytes: std::mem::size_of::<TvParams>(),
         bindings: &[read(1, "image"), read_write(2, "partials")],
     };

@@ -83,7 +83,7 @@ impl Kernel for DotPartials {
     const ENTRY: EntryPoint = EntryPoint {
         shader: "vector",
         entry: "dot_partials",
-        workgroup_size: 256,
+        workgroup_size: super::REDUCE_WORKGROUP,
         params_bytes: std::mem::size_of::<VectorParams>(),
         bindings: &[read(1, "a"), read(2, "b"), read_write(3, "partials")],
     };
