@@ -141,14 +141,18 @@ pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: u
     }
     // Bias and output as vec4s (out_channels and co_base are multiples of 4): on lavapipe a store
     // or a load from a buffer is a loop over the lanes, one per scalar.
+    // The bias once per invocation, not once per pixel.
     let mut store = String::new();
+    for c in 0..co_tile / 4 {
+        store += &format!("    let bias{c} = bias[co_base / 4u + {c}u];\n");
+    }
     for p in 0..px {
         store += &format!(
             "    if (live && tx + {p} < w) {{\n        let o = (((u32(ty) - params.output_start) * params.width + u32(tx) + {p}u) * params.out_channels + co_base) / 4u;\n"
         );
         for c in 0..co_tile / 4 {
             store += &format!(
-                "        {{\n            var v = a{p}_{c} + bias[co_base / 4u + {c}u];\n\
+                "        {{\n            var v = a{p}_{c} + bias{c};\n\
                  \x20           if (params.relu != 0u) {{ v = max(v, vec4<f32>(0.0)); }}\n\
                  \x20           if (params.accumulate != 0u) {{ v += output[o + {c}u]; }}\n\
                  \x20           output[o + {c}u] = v;\n        }}\n"

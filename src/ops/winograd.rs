@@ -539,7 +539,7 @@ pub fn instantiate_transforms(m: usize) -> String {
         for j in 0..m {
             let terms: Vec<String> = (0..a).map(|q| format!("s{i}_{q}")).collect();
             output += &format!(
-                "    store_output(row0 + {i}u, col0 + {j}u, co4, cout4, {});\n",
+                "    store_output(row0 + {i}u, col0 + {j}u, co4, cout4, b, {});\n",
                 combination(&tr.at[j * a..(j + 1) * a], &terms)
             );
         }
@@ -559,7 +559,8 @@ pub fn instantiate_transforms(m: usize) -> String {
                  \x20   let co4 = index % cout4;\n\
                  \x20   let tile = index / cout4;\n\
                  \x20   let row0 = params.band_start + (tile / params.tiles_x) * M;\n\
-                 \x20   let col0 = (tile % params.tiles_x) * M;\n{}\n{}\n}}\n",
+                 \x20   let col0 = (tile % params.tiles_x) * M;\n\
+                 \x20   let b = bias[co4];\n{}\n{}\n}}\n",
                 gather.trim_end(),
                 output.trim_end().replace("store_output(", &format!("{store}("))
             )
