@@ -177,26 +177,43 @@ fn backward4(
     let oy = window / win_w;
     let out_w = params.width / 2u;
     let out_h = params.height / 2u;
+    // The window's elements inside the map, each loaded once: for the maxima and for the mask.
+    var e: array<u32, 4>;
+    var inside: array<bool, 4>;
+    var v: array<vec4<f32>, 4>;
+    for (var k = 0u; k < 4u; k++) {
+        let y = 2u * oy + k / 2u;
+        let x = 2u * ox + k % 2u;
+        inside[k] = y < params.height && x < params.width;
+        e[k] = (y * params.width + x) * c4_n + c4;
+        v[k] = vec4<f32>(0.0);
+        if (inside[k]) {
+            v[k] = input4[e[k]];
+        }
+    }
     // Which of the 4 elements is the first maximum, per channel (none in a dropped row or column).
     var which = vec4<u32>(4u);
     var grad = vec4<f32>(0.0);
     if (oy < out_h && ox < out_w) {
-        which = argmax4(oy, ox, c4).which;
+        var best = v[0];
+        which = vec4<u32>(0u);
+        for (var k = 1u; k < 4u; k++) {
+            let greater = v[k] > best;
+            best = select(best, v[k], greater);
+            which = select(which, vec4<u32>(k), greater);
+        }
         grad = grad_output4[(oy * out_w + ox) * c4_n + c4];
     }
     for (var k = 0u; k < 4u; k++) {
-        let y = 2u * oy + k / 2u;
-        let x = 2u * ox + k % 2u;
-        if (y < params.height && x < params.width) {
-            let e = (y * params.width + x) * c4_n + c4;
+        if (inside[k]) {
             var g = select(vec4<f32>(0.0), grad, which == vec4<u32>(k));
             if (params.accumulate != 0u) {
-                g += grad_input4[e];
+                g += grad_input4[e[k]];
             }
             if (params.mask != 0u) {
-                g = select(vec4<f32>(0.0), g, input4[e] > vec4<f32>(0.0));
+                g = select(vec4<f32>(0.0), g, v[k] > vec4<f32>(0.0));
             }
-            grad_input4[e] = g;
+            grad_input4[e[k]] = g;
         }
     }
 }
