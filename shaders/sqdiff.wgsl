@@ -4,8 +4,9 @@
 // loss = scale * sum_i (a[i] - b[i])^2. With scale = weight / len this is a weighted mean squared error.
 // forward:  one workgroup of 32 invocations per block of 1024 elements: each invocation adds 32
 //           elements (strided by 32), then a tree reduction in workgroup memory (few invocations:
-//           on lavapipe each barrier switches between the workgroup's SIMD groups). partials[block] = scale * block sum.
-//           Writes `=`. reduce.wgsl then adds the partials with another tree: no long serial loop.
+//           on lavapipe each barrier switches between the workgroup's SIMD groups).
+//           partials[block] = scale * block sum. Writes `=`. reduce.wgsl then adds the partials
+//           with another tree: no long serial loop.
 // backward: grad_a[i] = 2 * scale * (a[i] - b[i]) (the loss's own gradient is taken as 1; the caller
 //           folds loss weights into scale). Writes `=`, or `+=` when params.accumulate != 0.
 //
