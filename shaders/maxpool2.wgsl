@@ -125,16 +125,25 @@ struct Max4 {
     value: vec4<f32>,
 }
 
-fn argmax4(oy: u32, ox: u32, c4: u32) -> Max4 {
-    var best = at4(2u * oy, 2u * ox, c4);
+// The same for a window's 4 values, in raster order.
+fn first_max4(values: array<vec4<f32>, 4>) -> Max4 {
+    var v = values;
+    var best = v[0];
     var which = vec4<u32>(0u);
     for (var k = 1u; k < 4u; k++) {
-        let v = at4(2u * oy + k / 2u, 2u * ox + k % 2u, c4);
-        let greater = v > best;
-        best = select(best, v, greater);
+        let greater = v[k] > best;
+        best = select(best, v[k], greater);
         which = select(which, vec4<u32>(k), greater);
     }
     return Max4(which, best);
+}
+
+fn argmax4(oy: u32, ox: u32, c4: u32) -> Max4 {
+    var v: array<vec4<f32>, 4>;
+    for (var k = 0u; k < 4u; k++) {
+        v[k] = at4(2u * oy + k / 2u, 2u * ox + k % 2u, c4);
+    }
+    return first_max4(v);
 }
 
 @compute @workgroup_size(64)
@@ -195,13 +204,7 @@ fn backward4(
     var which = vec4<u32>(4u);
     var grad = vec4<f32>(0.0);
     if (oy < out_h && ox < out_w) {
-        var best = v[0];
-        which = vec4<u32>(0u);
-        for (var k = 1u; k < 4u; k++) {
-            let greater = v[k] > best;
-            best = select(best, v[k], greater);
-            which = select(which, vec4<u32>(k), greater);
-        }
+        which = first_max4(v).which;
         grad = grad_output4[(oy * out_w + ox) * c4_n + c4];
     }
     for (var k = 0u; k < 4u; k++) {

@@ -139,9 +139,9 @@ pub fn instantiate_tiled(sg: usize, co_tile: usize, operands: Operands, ksize: u
             }
         }
     }
-    // Bias and output as vec4s (out_channels and co_base are multiples of 4): on lavapipe a store
-    // or a load from a buffer is a loop over the lanes, one per scalar.
-    // The bias once per invocation, not once per pixel.
+    // Bias and output as vec4s (out_channels and co_base are multiples of 4), the bias loaded once
+    // per invocation, not once per pixel: on lavapipe a store or a load from a buffer is a loop over
+    // the lanes, one per scalar.
     let mut store = String::new();
     for c in 0..co_tile / 4 {
         store += &format!("    let bias{c} = bias[co_base / 4u + {c}u];\n");
