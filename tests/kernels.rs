@@ -449,9 +449,12 @@ fn fast_gram_forward_matches_cpu_with_uneven_slices_and_row_wraps() {
     }
     // One position; rows of 2 (the smallest copyable width at 32 channels); slices that end mid-row
     // and a last slice shorter than the rest; 288 channels: a second, partly dead block of rows.
+    // Slices of 13 positions in rows of 4: a group of POSITION_UNROLL positions crossing two row
+    // ends, then a remainder taken one position at a time.
     check_gram_subgroup(1, 2, 32, None, 300);
     check_gram_subgroup(1, 2, 32, Some(1), 301);
     check_gram_subgroup(7, 4, 64, Some(5), 302);
+    check_gram_subgroup(7, 4, 64, Some(13), 306);
     check_gram_subgroup(9, 16, 32, Some(23), 303);
     check_gram_subgroup(3, 16, 288, Some(7), 304);
     check_gram_subgroup(13, 12, 96, None, 305);
