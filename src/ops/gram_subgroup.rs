@@ -190,12 +190,11 @@ pub fn instantiate(sg: usize) -> String {
         code += &format!("        x = x{count};\n        y = y{count};\n");
         code
     };
-    let mut decl = String::new();
+    let decl: String = names.iter().map(|name| format!("    var {name} = vec4<f32>(0.0);\n")).collect();
     let mut store = String::new();
     for r in 0..ROW_TEXELS {
         for q in 0..4 {
             for k in 0..col_texels {
-                decl += &format!("    var a{r}_{q}_{k} = vec4<f32>(0.0);\n");
                 store += &format!(
                     "        {{\n            let o = (s * c + 4u * (ti + {r}u) + {q}u) * c + COLS * jb + {col}u;\n\
                      \x20           partials_out[o] = a{r}_{q}_{k}.x;\n            partials_out[o + 1u] = a{r}_{q}_{k}.y;\n\
